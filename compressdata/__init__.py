@@ -1,0 +1,20 @@
+"""compressdata: distil a labelled dataset into a small addressable memory bank and serve it back."""
+
+from compressdata.bank import EvaluationResult, MemoryBank, Normalization, TrainingRecipe
+from compressdata.data.memory_dataset import MemoryDataset
+from compressdata.errors import BankFormatError
+from compressdata.loading import load_memory_bank, save_memory_bank
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BankFormatError",
+    "EvaluationResult",
+    "MemoryBank",
+    "MemoryDataset",
+    "Normalization",
+    "TrainingRecipe",
+    "__version__",
+    "load_memory_bank",
+    "save_memory_bank",
+]

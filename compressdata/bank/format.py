@@ -1,0 +1,267 @@
+"""Format v1 constants and the rules a bank must satisfy (see spec/memory-bank.md).
+
+`check_bank(tensors, metadata)` is the single validator: the reader runs it on every file and
+`MemoryBank` runs it on construction, so an invalid bank can be neither loaded nor written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from compressdata.bank.checksum import CHECKSUM_ALGORITHM, tensor_checksum
+from compressdata.errors import BankFormatError
+from compressdata.params import PARAMETERIZATIONS
+from compressdata.params.memory import UPSAMPLE_MODES
+
+FORMAT_NAME = "compressdata.memory-bank"
+FORMAT_VERSION = (1, 0)
+METADATA_KEY = "compressdata"
+
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+MAX_BASES = 65_536
+MAX_EXAMPLES = 100_000_000
+MAX_CLASSES = 100_000
+MAX_CHANNELS = 64
+MAX_SIDE = 8_192
+
+LABEL_SPACES = ("index", "probabilities", "logits")
+IMAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+OPTIONAL_TENSORS = ("labels", "zca_mean", "zca_whiten")
+REQUIRED_KEYS = (
+    "format", "format_version", "kind", "image_shape", "classes", "label_space",
+    "normalization", "storage", "checksum",
+)
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted keys, no whitespace, ASCII only, no NaN: the same metadata always gives the same bytes."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def check_version(version: Any) -> None:
+    """Accept any 1.x; refuse a newer major version with a message saying what to do."""
+    if not isinstance(version, str) or not _is_version(version):
+        raise BankFormatError(f"metadata field 'format_version': expected 'MAJOR.MINOR', got {version!r}")
+    major = int(version.split(".")[0])
+    if major > FORMAT_VERSION[0]:
+        raise BankFormatError(
+            f"format_version {version} is newer than this reader supports "
+            f"({FORMAT_VERSION[0]}.x): upgrade compressdata (pip install -U compressdata)"
+        )
+    if major < 1:
+        raise BankFormatError(f"format_version {version} is not a released version (expected 1.x)")
+
+
+def _is_version(v: str) -> bool:
+    parts = v.split(".")
+    return len(parts) == 2 and all(p.isdigit() and len(p) < 6 for p in parts)
+
+
+def check_bank(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
+    """Raise BankFormatError naming the first rule of the spec that (tensors, metadata) break."""
+    if not isinstance(meta, Mapping):
+        raise BankFormatError(f"metadata: expected a JSON object, got {type(meta).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise BankFormatError(f"metadata: missing required field(s) {missing}")
+    if meta["format"] != FORMAT_NAME:
+        raise BankFormatError(f"metadata field 'format': expected {FORMAT_NAME!r}, got {meta['format']!r}")
+    check_version(meta["format_version"])
+    kind = meta["kind"]
+    if kind not in PARAMETERIZATIONS:
+        raise BankFormatError(f"metadata field 'kind': expected one of {sorted(PARAMETERIZATIONS)}, got {kind!r}")
+    c, h, w = _image_shape(meta["image_shape"])
+    classes = _classes(meta["classes"])
+    _check_tensor_names(kind, tensors, meta)
+    n = _check_kind_tensors(kind, tensors, (c, h, w), meta)
+    _check_labels(tensors.get("labels"), meta["label_space"], n, len(classes))
+    _check_normalization(meta["normalization"], tensors, c, c * h * w)
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise BankFormatError(f"tensor '{name}': contains NaN or Inf")
+    _check_storage(meta["storage"], kind, tensors, (c, h, w), len(classes))
+    _check_checksum(meta["checksum"], tensors)
+    if "evaluations" in meta and not isinstance(meta["evaluations"], list):
+        raise BankFormatError("metadata field 'evaluations': expected a list")
+    for key in ("recipe", "provenance"):
+        if key in meta and not isinstance(meta[key], Mapping):
+            raise BankFormatError(f"metadata field '{key}': expected an object, got {type(meta[key]).__name__}")
+
+
+def _image_shape(shape: Any) -> tuple[int, int, int]:
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(v) for v in shape)):
+        raise BankFormatError(f"metadata field 'image_shape': expected [C, H, W] integers, got {shape!r}")
+    c, h, w = shape
+    if not (1 <= c <= MAX_CHANNELS and 1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+        raise BankFormatError(
+            f"metadata field 'image_shape': {shape} outside limits C<={MAX_CHANNELS}, H,W<={MAX_SIDE}"
+        )
+    return c, h, w
+
+
+def _classes(classes: Any) -> list[str]:
+    if not (isinstance(classes, list) and all(isinstance(v, str) and v for v in classes)):
+        raise BankFormatError("metadata field 'classes': expected a list of non-empty strings")
+    if not 1 <= len(classes) <= MAX_CLASSES:
+        raise BankFormatError(f"metadata field 'classes': expected 1..{MAX_CLASSES} classes, got {len(classes)}")
+    if len(set(classes)) != len(classes):
+        raise BankFormatError("metadata field 'classes': class names must be unique")
+    return classes
+
+
+def _check_tensor_names(kind: str, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
+    required = PARAMETERIZATIONS[kind].tensor_names + ("labels",)
+    missing = [n for n in required if n not in tensors]
+    if missing:
+        raise BankFormatError(f"kind '{kind}' requires tensor(s) {missing}; file has {sorted(tensors)}")
+    allowed = set(required) | ({"zca_mean", "zca_whiten"} if _zca(meta) else set())
+    extra = sorted(set(tensors) - allowed)
+    if extra:
+        raise BankFormatError(f"unexpected tensor(s) {extra} for kind '{kind}'; allowed: {sorted(allowed)}")
+
+
+def _zca(meta: Mapping[str, Any]) -> bool:
+    norm = meta.get("normalization")
+    return isinstance(norm, Mapping) and norm.get("zca") is not None
+
+
+def _shape_error(name: str, expected: str, t: torch.Tensor) -> BankFormatError:
+    return BankFormatError(f"tensor '{name}': expected shape {expected}, got {list(t.shape)}")
+
+
+def _check_dtype(name: str, t: torch.Tensor, allowed: tuple[torch.dtype, ...]) -> None:
+    if t.dtype not in allowed:
+        names = [str(d).removeprefix("torch.") for d in allowed]
+        raise BankFormatError(f"tensor '{name}': expected dtype in {names}, got {str(t.dtype).removeprefix('torch.')}")
+
+
+def _check_kind_tensors(kind: str, t: Mapping[str, torch.Tensor], chw: tuple[int, int, int],
+                        meta: Mapping[str, Any]) -> int:
+    c, h, w = chw
+    for name in PARAMETERIZATIONS[kind].tensor_names:
+        _check_dtype(name, t[name], IMAGE_DTYPES)
+    if kind == "memory":
+        bases, addresses = t["bases"], t["addresses"]
+        if bases.dim() != 4 or bases.shape[1] != c or not (1 <= bases.shape[2] <= h and 1 <= bases.shape[3] <= w):
+            raise _shape_error("bases", f"[K, {c}, h<={h}, w<={w}]", bases)
+        k = bases.shape[0]
+        if not 1 <= k <= MAX_BASES:
+            raise BankFormatError(f"tensor 'bases': K={k} outside 1..{MAX_BASES}")
+        if addresses.dim() != 2 or addresses.shape[1] != k:
+            raise BankFormatError(
+                f"tensor 'addresses': expected shape [N, K={k}] (K from 'bases'), got {list(addresses.shape)}"
+            )
+        if meta.get("upsample") not in UPSAMPLE_MODES:
+            raise BankFormatError(
+                f"metadata field 'upsample': expected one of {list(UPSAMPLE_MODES)} for kind 'memory', "
+                f"got {meta.get('upsample')!r}"
+            )
+        n = addresses.shape[0]
+    elif kind == "pixels":
+        pixels = t["pixels"]
+        if pixels.dim() != 4 or tuple(pixels.shape[1:]) != chw:
+            raise _shape_error("pixels", f"[N, {c}, {h}, {w}]", pixels)
+        n = pixels.shape[0]
+    else:
+        u, v = t["lowrank_u"], t["lowrank_v"]
+        if u.dim() != 4 or tuple(u.shape[1:3]) != (c, h) or u.shape[3] < 1:
+            raise _shape_error("lowrank_u", f"[N, {c}, {h}, r]", u)
+        n, r = u.shape[0], u.shape[3]
+        if tuple(v.shape) != (n, c, r, w):
+            raise _shape_error("lowrank_v", f"[{n}, {c}, {r}, {w}] (N, r from 'lowrank_u')", v)
+    if not 1 <= n <= MAX_EXAMPLES:
+        raise BankFormatError(f"number of examples N={n} outside 1..{MAX_EXAMPLES}")
+    return n
+
+
+def _check_labels(labels: torch.Tensor, space: Any, n: int, n_classes: int) -> None:
+    if space not in LABEL_SPACES:
+        raise BankFormatError(f"metadata field 'label_space': expected one of {list(LABEL_SPACES)}, got {space!r}")
+    if space == "index":
+        _check_dtype("labels", labels, (torch.int64,))
+        if tuple(labels.shape) != (n,):
+            raise _shape_error("labels", f"[{n}] (N examples)", labels)
+        if n and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
+            bad = labels[(labels < 0) | (labels >= n_classes)][0]
+            raise BankFormatError(f"tensor 'labels': value {int(bad)} outside [0, {n_classes}) (number of classes)")
+    else:
+        _check_dtype("labels", labels, (torch.float32,))
+        if tuple(labels.shape) != (n, n_classes):
+            raise _shape_error("labels", f"[{n}, {n_classes}] (N examples x classes) for label_space '{space}'", labels)
+
+
+def _check_normalization(norm: Any, tensors: Mapping[str, torch.Tensor], c: int, d: int) -> None:
+    if not isinstance(norm, Mapping):
+        raise BankFormatError("metadata field 'normalization': expected an object with 'mean', 'std', 'zca'")
+    for key in ("mean", "std"):
+        values = norm.get(key)
+        if not (isinstance(values, list) and values and all(_is_number(v) for v in values)):
+            raise BankFormatError(f"metadata field 'normalization.{key}': expected a list of numbers, got {values!r}")
+    if len(norm["mean"]) != c or len(norm["std"]) != c or any(s <= 0 for s in norm["std"]):
+        raise BankFormatError(
+            f"metadata field 'normalization': 'mean' and 'std' need one entry per channel ({c}) and std > 0, "
+            f"got mean {norm['mean']}, std {norm['std']}"
+        )
+    zca = norm.get("zca")
+    if zca is None:
+        return
+    if not (isinstance(zca, Mapping) and _is_number(zca.get("regularization"))):
+        raise BankFormatError("metadata field 'normalization.zca': expected null or {'regularization': number}")
+    for name, shape in (("zca_mean", (d,)), ("zca_whiten", (d, d))):
+        if name not in tensors:
+            raise BankFormatError(f"normalization declares ZCA but tensor '{name}' is missing")
+        _check_dtype(name, tensors[name], (torch.float32,))
+        if tuple(tensors[name].shape) != shape:
+            raise _shape_error(name, str(list(shape)), tensors[name])
+
+
+def storage_accounting(kind: str, tensors: Mapping[str, torch.Tensor], chw: tuple[int, int, int],
+                       n_classes: int) -> dict[str, Any]:
+    """Floats that count against the budget and the images-per-class equivalent they buy."""
+    floats = PARAMETERIZATIONS[kind].floats_stored(tensors)
+    c, h, w = chw
+    labels = tensors["labels"]
+    return {
+        "floats_stored": floats,
+        "label_values": int(labels.numel()),
+        "examples": PARAMETERIZATIONS[kind].num_examples(tensors),
+        "ipc_equivalent": round(floats / (c * h * w * n_classes), 6),
+    }
+
+
+def _check_storage(storage: Any, kind: str, tensors: Mapping[str, torch.Tensor],
+                   chw: tuple[int, int, int], n_classes: int) -> None:
+    expected = storage_accounting(kind, tensors, chw, n_classes)
+    if not isinstance(storage, Mapping):
+        raise BankFormatError("metadata field 'storage': expected an object")
+    for key, value in expected.items():
+        if storage.get(key) != value:
+            raise BankFormatError(
+                f"metadata field 'storage.{key}': expected {value} (from the tensors), got {storage.get(key)!r}"
+            )
+
+
+def _check_checksum(checksum: Any, tensors: Mapping[str, torch.Tensor]) -> None:
+    if not (isinstance(checksum, Mapping) and checksum.get("algorithm") == CHECKSUM_ALGORITHM):
+        raise BankFormatError(
+            f"metadata field 'checksum': expected {{'algorithm': '{CHECKSUM_ALGORITHM}', 'value': hex}}"
+        )
+    actual = tensor_checksum(tensors)
+    if checksum.get("value") != actual:
+        raise BankFormatError(
+            f"content checksum mismatch: metadata says {checksum.get('value')!r}, tensors hash to {actual!r} "
+            "(the file was modified or corrupted)"
+        )
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)

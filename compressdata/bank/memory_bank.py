@@ -1,0 +1,236 @@
+"""`MemoryBank`: a bank's tensors and metadata in memory, and the one decode that serves them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from compressdata.bank.checksum import CHECKSUM_ALGORITHM, tensor_checksum
+from compressdata.bank.format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    REQUIRED_KEYS,
+    check_bank,
+    storage_accounting,
+)
+from compressdata.bank.io import read_bank_file, write_bank_file
+from compressdata.bank.metadata import EvaluationResult, Normalization, TrainingRecipe
+from compressdata.errors import BankFormatError
+from compressdata.params import PARAMETERIZATIONS, get_parameterization
+
+_KNOWN_KEYS = set(REQUIRED_KEYS) | {"upsample", "recipe", "provenance", "evaluations", "tasks"}
+
+
+class MemoryBank:
+    """A distilled dataset: stored tensors of one kind (`memory`, `pixels`, `lowrank`), labels,
+    class names, normalisation, training recipe, provenance and measured evaluations.
+
+    The kind follows from the tensors given: `bases` + `addresses` (memory), `pixels`, or
+    `lowrank_u` + `lowrank_v`. Construction validates everything the file format requires.
+    """
+
+    def __init__(
+        self,
+        *,
+        labels: torch.Tensor | Sequence[int],
+        classes: Sequence[str],
+        bases: torch.Tensor | None = None,
+        addresses: torch.Tensor | None = None,
+        pixels: torch.Tensor | None = None,
+        lowrank_u: torch.Tensor | None = None,
+        lowrank_v: torch.Tensor | None = None,
+        image_size: tuple[int, int] | None = None,
+        upsample: str = "bilinear",
+        normalization: Normalization | None = None,
+        recipe: TrainingRecipe | None = None,
+        provenance: dict[str, Any] | None = None,
+        evaluations: Sequence[EvaluationResult] | None = None,
+        label_space: str | None = None,
+        tasks: list[dict[str, Any]] | None = None,
+        extra_metadata: dict[str, Any] | None = None,
+    ):
+        given = {"bases": bases, "addresses": addresses, "pixels": pixels,
+                 "lowrank_u": lowrank_u, "lowrank_v": lowrank_v}
+        given = {k: v.detach() for k, v in given.items() if v is not None}
+        self.kind = _infer_kind(given)
+        self.tensors: dict[str, torch.Tensor] = given
+        labels = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(labels)
+        if label_space is None:
+            label_space = "probabilities" if labels.is_floating_point() else "index"
+        self.label_space = label_space
+        self.labels = labels.detach().to(torch.int64 if label_space == "index" else torch.float32)
+        self.classes = list(classes)
+        first = next(iter(given.values()))
+        channels = int(first.shape[1]) if first.dim() > 1 else 0
+        self.image_size = tuple(image_size) if image_size is not None else self._stored_size()
+        self.upsample = upsample
+        self.normalization = normalization or Normalization.identity(channels)
+        default_loss = "cross_entropy" if label_space == "index" else "soft_cross_entropy"
+        self.recipe = recipe or TrainingRecipe(label_loss=default_loss)
+        self.provenance = dict(provenance or {})
+        self.evaluations = list(evaluations or [])
+        self.tasks = tasks
+        self.extra_metadata = dict(extra_metadata or {})
+        self._device_tensors: dict[torch.device, dict[str, torch.Tensor]] = {}
+        check_bank(self.all_tensors(), self.metadata())
+
+    def _stored_size(self) -> tuple[int, int]:
+        if self.kind == "memory":
+            return tuple(self.tensors["bases"].shape[-2:])
+        if self.kind == "pixels":
+            return tuple(self.tensors["pixels"].shape[-2:])
+        return (int(self.tensors["lowrank_u"].shape[2]), int(self.tensors["lowrank_v"].shape[3]))
+
+    # ---- shape and labels -------------------------------------------------------------------
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of decoded examples."""
+        first = next(iter(self.tensors.values()))
+        return (int(first.shape[1]), *self.image_size)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def class_to_idx(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.classes)}
+
+    def __len__(self) -> int:
+        return get_parameterization(self.kind).num_examples(self.tensors)
+
+    def hard_labels(self) -> torch.Tensor:
+        """int64 [N] class indices (argmax of soft labels)."""
+        return self.labels if self.label_space == "index" else self.labels.argmax(dim=1)
+
+    def soft_targets(self) -> torch.Tensor:
+        """float32 [N, num_classes] target distributions, as the recipe's label loss uses them."""
+        if self.label_space == "index":
+            return torch.nn.functional.one_hot(self.labels, self.num_classes).float()
+        if self.label_space == "probabilities":
+            return self.labels
+        return torch.softmax(self.labels / self.recipe.label_temperature, dim=1)
+
+    # ---- decoding ---------------------------------------------------------------------------
+    def decode(self, index: torch.Tensor | Sequence[int] | slice | None = None,
+               device: torch.device | str | None = None) -> torch.Tensor:
+        """Decode examples (all when `index` is None) to float32 [n, C, H, W] in the bank's space."""
+        tensors = self._tensors_on(device)
+        if index is not None and not isinstance(index, slice):
+            index = torch.as_tensor(index, dtype=torch.int64, device=next(iter(tensors.values())).device)
+        return get_parameterization(self.kind).decode(tensors, index, self.image_size, self.upsample)
+
+    def decode_pixels(self, index: torch.Tensor | Sequence[int] | slice | None = None,
+                      device: torch.device | str | None = None) -> torch.Tensor:
+        """Decode and undo the recorded normalisation: float32 pixels clamped to [0, 1]."""
+        return self.to_pixels(self.decode(index, device))
+
+    def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Map decoded examples from the bank's space to [0, 1] pixels."""
+        return self.normalization.invert(x).clamp_(0.0, 1.0)
+
+    def _tensors_on(self, device: torch.device | str | None) -> dict[str, torch.Tensor]:
+        if device is None:
+            return self.tensors
+        device = torch.device(device)
+        if device not in self._device_tensors:
+            self._device_tensors[device] = {k: v.to(device) for k, v in self.tensors.items()}
+        return self._device_tensors[device]
+
+    # ---- metadata ---------------------------------------------------------------------------
+    def all_tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor the file stores: the kind's tensors, labels and ZCA tensors if any."""
+        out = {**self.tensors, "labels": self.labels}
+        if self.normalization.uses_zca:
+            out["zca_mean"] = self.normalization.zca_mean.float()
+            out["zca_whiten"] = self.normalization.zca_whiten.float()
+        return out
+
+    @property
+    def storage(self) -> dict[str, Any]:
+        """Floats stored (labels excluded), label values, examples and the IPC equivalent."""
+        return storage_accounting(self.kind, self.all_tensors(), self.image_shape, self.num_classes)
+
+    def checksum(self) -> str:
+        """SHA-256 content checksum of the stored tensors (spec: sha256-tensors-v1)."""
+        return tensor_checksum(self.all_tensors())
+
+    def metadata(self) -> dict[str, Any]:
+        """The full metadata object written to the file's `__metadata__`."""
+        meta: dict[str, Any] = {
+            **self.extra_metadata,
+            "format": FORMAT_NAME,
+            "format_version": f"{FORMAT_VERSION[0]}.{FORMAT_VERSION[1]}",
+            "kind": self.kind,
+            "image_shape": list(self.image_shape),
+            "classes": self.classes,
+            "label_space": self.label_space,
+            "normalization": self.normalization.to_dict(),
+            "recipe": self.recipe.to_dict(),
+            "provenance": self.provenance,
+            "evaluations": [e.to_dict() for e in self.evaluations],
+            "storage": self.storage,
+            "checksum": {"algorithm": CHECKSUM_ALGORITHM, "value": self.checksum()},
+        }
+        if self.kind == "memory":
+            meta["upsample"] = self.upsample
+        if self.tasks is not None:
+            meta["tasks"] = self.tasks
+        return meta
+
+    def add_evaluation(self, result: EvaluationResult) -> None:
+        """Record a measured evaluation (kept in the file's metadata)."""
+        self.evaluations.append(result)
+
+    # ---- files ------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the bank atomically (temp file + rename)."""
+        write_bank_file(self.all_tensors(), self.metadata(), path)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> MemoryBank:
+        """Read and validate a local bank file."""
+        tensors, meta = read_bank_file(path)
+        try:
+            return cls.from_parts(tensors, meta)
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, BankFormatError):
+                raise BankFormatError(e.problem, str(path)) from None
+            raise BankFormatError(f"metadata does not describe a valid bank: {e}", str(path)) from None
+
+    @classmethod
+    def from_parts(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> MemoryBank:
+        """Build a bank from already validated file contents."""
+        kind_tensors = {n: tensors[n] for n in PARAMETERIZATIONS[meta["kind"]].tensor_names}
+        _, h, w = meta["image_shape"]
+        return cls(
+            **kind_tensors,
+            labels=tensors["labels"],
+            classes=meta["classes"],
+            image_size=(h, w),
+            upsample=meta.get("upsample", "bilinear"),
+            normalization=Normalization.from_dict(meta["normalization"], tensors),
+            recipe=TrainingRecipe.from_dict(meta.get("recipe", {})),
+            provenance=meta.get("provenance", {}),
+            evaluations=[EvaluationResult.from_dict(e) for e in meta.get("evaluations", [])],
+            label_space=meta["label_space"],
+            tasks=meta.get("tasks"),
+            extra_metadata={k: v for k, v in meta.items() if k not in _KNOWN_KEYS},
+        )
+
+    def __repr__(self) -> str:
+        return (f"MemoryBank(kind={self.kind!r}, examples={len(self)}, image_shape={self.image_shape}, "
+                f"classes={self.num_classes}, ipc_equivalent={self.storage['ipc_equivalent']})")
+
+
+def _infer_kind(given: dict[str, torch.Tensor]) -> str:
+    for kind, p in PARAMETERIZATIONS.items():
+        if set(given) == set(p.tensor_names):
+            return kind
+    raise BankFormatError(
+        f"cannot tell the kind from tensors {sorted(given)}: give bases+addresses (memory), "
+        "pixels (pixels) or lowrank_u+lowrank_v (lowrank)"
+    )

@@ -1,0 +1,147 @@
+"""Typed views of a bank's metadata: normalisation, training recipe, evaluation results.
+
+They round-trip through plain JSON dicts (`to_dict` / `from_dict`); unknown optional keys are kept
+in `extra` so a reader never drops what a newer writer added.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+
+LABEL_LOSSES = ("cross_entropy", "soft_cross_entropy", "kl_divergence")
+LR_SCHEDULES = ("step", "constant", "cosine")
+AUGMENTATIONS = ("none", "dsa")
+
+
+@dataclass
+class Normalization:
+    """How pixels in [0, 1] map to the space the bank was distilled in.
+
+    x = (pixels - mean[c]) / std[c] per channel; then, when ZCA is used, the flattened image is
+    whitened: x = (x - zca_mean) @ zca_whiten (tensors stored in the bank).
+    """
+
+    mean: list[float]
+    std: list[float]
+    zca_regularization: float | None = None
+    zca_mean: torch.Tensor | None = field(default=None, repr=False)
+    zca_whiten: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def uses_zca(self) -> bool:
+        return self.zca_whiten is not None
+
+    def apply(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[n, C, H, W] pixels in [0, 1] -> the bank's space."""
+        x = (pixels - _per_channel(self.mean, pixels)) / _per_channel(self.std, pixels)
+        if self.zca_whiten is not None:
+            flat = x.reshape(x.shape[0], -1) - self.zca_mean.to(x)
+            x = (flat @ self.zca_whiten.to(x)).reshape(x.shape)
+        return x
+
+    def invert(self, x: torch.Tensor) -> torch.Tensor:
+        """The bank's space -> pixels (not clamped; values outside [0, 1] are possible)."""
+        if self.zca_whiten is not None:
+            flat = x.reshape(x.shape[0], -1).to(torch.float64)
+            unwhitened = torch.linalg.solve(self.zca_whiten.to(torch.float64).T, flat.T).T
+            x = (unwhitened + self.zca_mean.to(torch.float64)).to(x.dtype).reshape(x.shape)
+        return x * _per_channel(self.std, x) + _per_channel(self.mean, x)
+
+    def to_dict(self) -> dict[str, Any]:
+        zca = None if self.zca_regularization is None else {"regularization": self.zca_regularization}
+        return {"mean": list(self.mean), "std": list(self.std), "zca": zca}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], tensors: dict[str, torch.Tensor] | None = None):
+        zca = d.get("zca")
+        tensors = tensors or {}
+        return cls(
+            mean=[float(v) for v in d["mean"]],
+            std=[float(v) for v in d["std"]],
+            zca_regularization=None if zca is None else float(zca["regularization"]),
+            zca_mean=tensors.get("zca_mean") if zca is not None else None,
+            zca_whiten=tensors.get("zca_whiten") if zca is not None else None,
+        )
+
+    @classmethod
+    def identity(cls, channels: int) -> Normalization:
+        return cls(mean=[0.0] * channels, std=[1.0] * channels)
+
+
+def _per_channel(values: list[float], like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(values, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+
+
+@dataclass
+class TrainingRecipe:
+    """How to train a network on the decoded bank (the documented evaluation protocol by default).
+
+    label_loss: `cross_entropy` for hard labels; `soft_cross_entropy` trains on softmax(labels /
+    label_temperature) as targets; `kl_divergence` is KL(softmax(labels/T) || softmax(logits/T))*T^2.
+    lr_schedule `step` multiplies the lr by 0.1 at half the epochs.
+    """
+
+    architecture: str = "convnet"
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    epochs: int = 300
+    batch_size: int = 256
+    lr_schedule: str = "step"
+    augmentation: str = "none"
+    label_loss: str = "cross_entropy"
+    label_temperature: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        extra = d.pop("extra")
+        return {**extra, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainingRecipe:
+        known = {f.name for f in fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in d.items() if k in known},
+                   extra={k: v for k, v in d.items() if k not in known})
+
+
+@dataclass
+class EvaluationResult:
+    """Test accuracy of fresh networks trained on the decoded bank (fractions in [0, 1])."""
+
+    architecture: str
+    accuracies: list[float]
+    test: str
+    epochs: int
+    mean: float = 0.0
+    std: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.accuracies:
+            t = torch.tensor(self.accuracies, dtype=torch.float64)
+            self.mean = float(t.mean())
+            self.std = float(t.std(unbiased=False)) if len(self.accuracies) > 1 else 0.0
+
+    @property
+    def networks(self) -> int:
+        return len(self.accuracies)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        extra = d.pop("extra")
+        return {**extra, **d, "networks": self.networks}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EvaluationResult:
+        known = {"architecture", "accuracies", "test", "epochs"}
+        return cls(**{k: d[k] for k in known},
+                   extra={k: v for k, v in d.items() if k not in known | {"mean", "std", "networks"}})
+
+    def summary(self) -> str:
+        return (f"{self.architecture}: {100 * self.mean:.2f} +- {100 * self.std:.2f} % "
+                f"over {self.networks} networks on {self.test}")

@@ -1,0 +1,1 @@
+"""Data: MemoryDataset (a bank as a torchvision-style dataset), real-data sources, exports."""

@@ -1,0 +1,1 @@
+"""The distiller: parameterizations x objectives, the outer loop, checkpoints."""

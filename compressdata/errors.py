@@ -1,0 +1,15 @@
+"""Typed errors raised by compressdata."""
+
+from __future__ import annotations
+
+
+class BankFormatError(ValueError):
+    """A memory-bank file (or an in-memory bank) violates the format specification.
+
+    The message names the file (when there is one) and what is wrong: field, expected, got.
+    """
+
+    def __init__(self, problem: str, path: str | None = None):
+        self.problem = problem
+        self.path = path
+        super().__init__(f"{path}: {problem}" if path else problem)

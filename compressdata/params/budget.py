@@ -1,0 +1,74 @@
+"""Storage budget rules: how many stored floats an images-per-class budget buys per kind.
+
+All kinds spend the same number of floats for the same budget, IPC * C*H*W * n_classes
+(labels not counted), so a budget always means the same storage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a budget buys: examples per class and the kind's own sizes."""
+
+    kind: str
+    per_class: int
+    n_bases: int = 0
+    downsample: int = 1
+    rank: int = 0
+    floats: int = 0
+
+    def describe(self) -> str:
+        """One line for logs: the layout and the floats it stores."""
+        extra = {
+            "memory": f"K={self.n_bases} bases at ds={self.downsample}, ",
+            "lowrank": f"rank {self.rank}, ",
+        }.get(self.kind, "")
+        return f"{self.kind}: {extra}{self.per_class} examples per class, {self.floats} floats"
+
+
+def layout_for_budget(
+    kind: str,
+    budget_ipc: float,
+    n_classes: int,
+    image_shape: tuple[int, int, int],
+    n_bases: int = 16,
+    downsample: int = 2,
+    rank: int = 2,
+) -> Layout:
+    """The largest layout of `kind` whose stored floats fit IPC * C*H*W * n_classes.
+
+    memory: K*C*(H/ds)*(W/ds) + r*K*n_classes floats (the official `Img_per_Cls_budget.py` rule);
+    lowrank: r_img * C*rank*(H+W) floats per example; pixels: C*H*W per example.
+    """
+    c, h, w = image_shape
+    if budget_ipc <= 0 or n_classes <= 0:
+        raise ValueError(f"budget_ipc and n_classes must be positive, got {budget_ipc}, {n_classes}")
+    total = int(budget_ipc * c * h * w * n_classes)
+    if kind == "pixels":
+        per_class = total // (c * h * w * n_classes)
+        return _checked(Layout("pixels", per_class, floats=per_class * n_classes * c * h * w))
+    if kind == "memory":
+        if h % downsample or w % downsample:
+            raise ValueError(f"downsample {downsample} does not divide the image size {h}x{w}")
+        base_floats = n_bases * c * (h // downsample) * (w // downsample)
+        per_class = (total - base_floats) // (n_bases * n_classes)
+        floats = base_floats + per_class * n_bases * n_classes
+        return _checked(Layout("memory", per_class, n_bases, downsample, floats=floats))
+    if kind == "lowrank":
+        per_example = c * rank * (h + w)
+        per_class = total // (per_example * n_classes)
+        floats = per_class * n_classes * per_example
+        return _checked(Layout("lowrank", per_class, rank=rank, floats=floats))
+    raise ValueError(f"unknown kind {kind!r}; expected memory, pixels or lowrank")
+
+
+def _checked(layout: Layout) -> Layout:
+    if layout.per_class < 1:
+        raise ValueError(
+            f"budget too small for {layout.kind}: it buys {layout.per_class} examples per class "
+            "(use fewer bases, a larger downsample or a larger budget)"
+        )
+    return layout
