@@ -1,0 +1,70 @@
+"""The `compressdata` command line: parse, call the library, print."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from compressdata.errors import BankFormatError
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from compressdata.loading import load_memory_bank
+    from compressdata.summary import describe_bank
+
+    print(describe_bank(load_memory_bank(args.bank)))
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from compressdata.loading import load_memory_bank
+
+    bank = load_memory_bank(args.bank)
+    print(f"{args.bank}: valid {bank.kind} bank, {len(bank)} examples, checksum {bank.checksum()}")
+    return 0
+
+
+def _cmd_preview(args: argparse.Namespace) -> int:
+    from compressdata.loading import load_memory_bank
+    from compressdata.preview import save_preview
+
+    save_preview(load_memory_bank(args.bank), args.out, per_class=args.per_class, scale=args.scale)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(prog="compressdata", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="print a bank's kind, shapes, classes, storage, recipe, provenance")
+    p.add_argument("bank", help="bank file or Hub id")
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("validate", help="check a bank against the format spec (exit 1 if invalid)")
+    p.add_argument("bank", help="bank file or Hub id")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("preview", help="write a PNG grid, one row per class")
+    p.add_argument("bank", help="bank file or Hub id")
+    p.add_argument("-o", "--out", default="preview.png", help="output PNG path")
+    p.add_argument("--per-class", type=int, default=10, help="examples shown per class")
+    p.add_argument("--scale", type=int, default=2, help="pixel magnification")
+    p.set_defaults(func=_cmd_preview)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `compressdata` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (BankFormatError, FileNotFoundError, ValueError) as e:
+        print(f"compressdata {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

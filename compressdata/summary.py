@@ -1,0 +1,37 @@
+"""Human-readable summaries of a bank, for `compressdata inspect` and logs."""
+
+from __future__ import annotations
+
+from compressdata.bank.memory_bank import MemoryBank
+
+
+def describe_bank(bank: MemoryBank) -> str:
+    """A multi-line report: kind, shapes, classes, storage, recipe, provenance, evaluations."""
+    storage = bank.storage
+    c, h, w = bank.image_shape
+    lines = [
+        f"kind:          {bank.kind}",
+        f"examples:      {len(bank)} of shape [{c}, {h}, {w}] ({bank.label_space} labels)",
+        "tensors:       " + ", ".join(
+            f"{name} {list(t.shape)} {str(t.dtype).removeprefix('torch.')}" for name, t in bank.all_tensors().items()
+        ),
+    ]
+    if bank.kind == "memory":
+        lines.append(f"upsample:      {bank.upsample}")
+    per_class = bank.hard_labels().bincount(minlength=bank.num_classes).tolist()
+    counts = ", ".join(f"{name} ({k})" for name, k in zip(bank.classes, per_class, strict=True))
+    lines += [
+        f"classes ({bank.num_classes}): {counts}",
+        f"storage:       {storage['floats_stored']} floats = {storage['ipc_equivalent']:g} images per class "
+        f"(+ {storage['label_values']} label values)",
+        f"normalization: mean {bank.normalization.mean}, std {bank.normalization.std}"
+        + (f", ZCA (reg {bank.normalization.zca_regularization})" if bank.normalization.uses_zca else ""),
+        "recipe:        " + ", ".join(f"{k}={v}" for k, v in bank.recipe.to_dict().items()),
+        "provenance:    " + (", ".join(f"{k}={v}" for k, v in sorted(bank.provenance.items())) or "(none)"),
+        f"checksum:      {bank.checksum()}",
+    ]
+    if bank.evaluations:
+        lines += ["evaluations:"] + [f"  {e.summary()}" for e in bank.evaluations]
+    else:
+        lines.append("evaluations:   (none recorded)")
+    return "\n".join(lines)

@@ -1,0 +1,65 @@
+"""The `compressdata` command line on real bank files: inspect, validate, preview."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from compressdata import EvaluationResult, MemoryBank, Normalization, save_memory_bank
+from compressdata.cli import main
+
+
+@pytest.fixture()
+def bank_path(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    bank = MemoryBank(
+        bases=torch.rand(6, 1, 14, 14, generator=g),
+        addresses=torch.rand(30, 6, generator=g) / 6,
+        labels=torch.arange(30) % 3,
+        classes=["shirt", "boot", "bag"],
+        image_size=(28, 28),
+        normalization=Normalization([0.5], [0.25]),
+        provenance={"source": {"dataset": "fashion-mnist", "split": "train"}, "method": {"name": "rtp"}},
+        evaluations=[EvaluationResult("convnet", [0.81, 0.83], "fashion-mnist/test", 300)],
+    )
+    path = tmp_path / "bank.safetensors"
+    save_memory_bank(bank, path)
+    return path
+
+
+def test_inspect_prints_every_section(bank_path, capsys):
+    assert main(["inspect", str(bank_path)]) == 0
+    out = capsys.readouterr().out
+    for expected in ("kind:          memory", "[1, 28, 28]", "shirt (10)", "floats", "recipe:", "lr=0.01",
+                     "source=", "82.00 +- 1.00 %", "upsample:      bilinear"):
+        assert expected in out, expected
+
+
+def test_validate_accepts_valid_and_rejects_corrupted(bank_path, tmp_path, capsys):
+    assert main(["validate", str(bank_path)]) == 0
+    assert "valid memory bank, 30 examples" in capsys.readouterr().out
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(bank_path.read_bytes()[:-7])
+    assert main(["validate", str(broken)]) == 1
+    err = capsys.readouterr().err
+    assert "broken.safetensors" in err and "error" in err
+
+
+def test_preview_writes_a_png_with_one_row_per_class(bank_path, tmp_path):
+    out = tmp_path / "grid.png"
+    assert main(["preview", str(bank_path), "-o", str(out), "--per-class", "4", "--scale", "1"]) == 0
+    image = Image.open(out)
+    assert image.format == "PNG"
+    # 3 rows of 28-pixel cells + 1-pixel padding, 4 columns
+    assert image.size == (4 * 29 + 1, 3 * 29 + 1)
+
+
+def test_module_entry_point_runs(bank_path):
+    result = subprocess.run([sys.executable, "-m", "compressdata", "validate", str(bank_path)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "valid memory bank" in result.stdout
