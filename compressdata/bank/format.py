@@ -59,7 +59,7 @@ def check_version(version: Any) -> None:
 
 def _is_version(v: str) -> bool:
     parts = v.split(".")
-    return len(parts) == 2 and all(p.isdigit() and len(p) < 6 for p in parts)
+    return len(parts) == 2 and all(p.isascii() and p.isdigit() and len(p) < 6 for p in parts)
 
 
 def check_bank(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
@@ -73,7 +73,7 @@ def check_bank(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> 
         raise BankFormatError(f"metadata field 'format': expected {FORMAT_NAME!r}, got {meta['format']!r}")
     check_version(meta["format_version"])
     kind = meta["kind"]
-    if kind not in PARAMETERIZATIONS:
+    if not isinstance(kind, str) or kind not in PARAMETERIZATIONS:
         raise BankFormatError(f"metadata field 'kind': expected one of {sorted(PARAMETERIZATIONS)}, got {kind!r}")
     c, h, w = _image_shape(meta["image_shape"])
     classes = _classes(meta["classes"])
@@ -86,11 +86,11 @@ def check_bank(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> 
             raise BankFormatError(f"tensor '{name}': contains NaN or Inf")
     _check_storage(meta["storage"], kind, tensors, (c, h, w), len(classes))
     _check_checksum(meta["checksum"], tensors)
-    if "evaluations" in meta and not isinstance(meta["evaluations"], list):
-        raise BankFormatError("metadata field 'evaluations': expected a list")
     for key in ("recipe", "provenance"):
         if key in meta and not isinstance(meta[key], Mapping):
             raise BankFormatError(f"metadata field '{key}': expected an object, got {type(meta[key]).__name__}")
+    _check_recipe(meta.get("recipe", {}))
+    _check_evaluations(meta.get("evaluations", []))
 
 
 def _image_shape(shape: Any) -> tuple[int, int, int]:
@@ -259,9 +259,54 @@ def _check_checksum(checksum: Any, tensors: Mapping[str, torch.Tensor]) -> None:
         )
 
 
+RECIPE_FIELD_TYPES = {
+    "architecture": str, "optimizer": str, "lr_schedule": str, "augmentation": str, "label_loss": str,
+    "lr": float, "momentum": float, "weight_decay": float, "label_temperature": float,
+    "epochs": int, "batch_size": int,
+}
+
+
+def _check_recipe(recipe: Mapping[str, Any]) -> None:
+    for key, kind in RECIPE_FIELD_TYPES.items():
+        if key not in recipe:
+            continue
+        value = recipe[key]
+        ok = {str: isinstance(value, str), float: _is_number(value), int: _is_int(value)}[kind]
+        if not ok:
+            raise BankFormatError(
+                f"metadata field 'recipe.{key}': expected {kind.__name__}, got {_short(value)}"
+            )
+
+
+def _check_evaluations(evaluations: Any) -> None:
+    if not isinstance(evaluations, list):
+        raise BankFormatError(f"metadata field 'evaluations': expected a list, got {type(evaluations).__name__}")
+    for i, e in enumerate(evaluations):
+        ok = (
+            isinstance(e, Mapping)
+            and isinstance(e.get("architecture"), str)
+            and isinstance(e.get("test"), str)
+            and _is_int(e.get("epochs"))
+            and isinstance(e.get("accuracies"), list)
+            and all(_is_number(a) and 0 <= a <= 1 for a in e["accuracies"])
+        )
+        if not ok:
+            raise BankFormatError(
+                f"metadata field 'evaluations[{i}]': expected {{architecture: str, accuracies: [fractions in "
+                f"[0, 1]], test: str, epochs: int}}, got {_short(e)}"
+            )
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _is_number(v: Any) -> bool:
-    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+    if _is_int(v):
+        return abs(v) <= 1e308  # exact int/float comparison; math.isfinite would overflow on huge ints
+    return isinstance(v, float) and math.isfinite(v)

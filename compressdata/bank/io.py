@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import tempfile
@@ -45,8 +46,8 @@ def parse_bank_bytes(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, An
     if 8 + header_len > len(data):
         raise BankFormatError(f"truncated: header says {header_len} bytes, file has {len(data) - 8} after the length")
     try:
-        header = json.loads(data[8 : 8 + header_len].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        header = json.loads(data[8 : 8 + header_len].decode("utf-8"), object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, or an integer too long to parse
         raise BankFormatError(f"not a safetensors file: header is not JSON ({e})") from None
     if not isinstance(header, dict):
         raise BankFormatError("not a safetensors file: header is not a JSON object")
@@ -65,7 +66,7 @@ def _metadata(raw: Any) -> dict[str, Any]:
     if not isinstance(raw[METADATA_KEY], str):
         raise BankFormatError(f"__metadata__['{METADATA_KEY}']: expected a JSON string")
     try:
-        meta = json.loads(raw[METADATA_KEY], parse_constant=_reject_constant)
+        meta = json.loads(raw[METADATA_KEY], parse_constant=_reject_constant, parse_float=_finite_float)
     except (json.JSONDecodeError, ValueError, RecursionError) as e:
         raise BankFormatError(f"__metadata__['{METADATA_KEY}'] is not valid JSON: {e}") from None
     if not isinstance(meta, dict):
@@ -77,6 +78,21 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed in metadata")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of the float64 range")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        duplicated = sorted({k for k in keys if keys.count(k) > 1})
+        raise ValueError(f"duplicate key(s) {duplicated}")
+    return dict(pairs)
+
+
 def _check_offsets(header: dict[str, Any], data_len: int) -> None:
     """Every tensor's byte range must match its dtype*shape; the ranges tile the data exactly."""
     spans = []
@@ -84,7 +100,7 @@ def _check_offsets(header: dict[str, Any], data_len: int) -> None:
         if not (isinstance(entry, dict) and {"dtype", "shape", "data_offsets"} <= entry.keys()):
             raise BankFormatError(f"tensor '{name}': header entry needs dtype, shape and data_offsets")
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if dtype not in DTYPE_SIZES:
+        if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
             raise BankFormatError(
                 f"tensor '{name}': dtype {dtype!r} not allowed; expected one of {sorted(DTYPE_SIZES)}"
             )

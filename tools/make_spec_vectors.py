@@ -1,0 +1,565 @@
+"""Regenerate the memory-bank test vectors in spec/vectors/ (spec/memory-bank.md, version 1.0).
+
+Deterministic: fixed seeds, no clocks, so running it twice writes identical bytes. Independent of
+the library on purpose: files, checksums, storage and expected decoded values are produced here
+with numpy, struct, json and hashlib only, following the spec's text, so the test
+(tests/test_spec_vectors.py) checks `compressdata` against the spec rather than against itself.
+
+    python tools/make_spec_vectors.py [--out spec/vectors]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_NAME = "compressdata.memory-bank"
+METADATA_KEY = "compressdata"
+CHECKSUM_ALGORITHM = "sha256-tensors-v1"
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+CREATED = "2025-01-01T00:00:00+00:00"
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "spec" / "vectors"
+
+# Canonical data order (spec section 2.4): by dtype in this order, then by name.
+DTYPE_ORDER = {"I64": 0, "F32": 1, "I32": 2, "BF16": 3, "F16": 4}
+NUMPY_DTYPES = {"F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4"}
+
+
+# ---- tensors ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Stored:
+    """A tensor as the file stores it: dtype name, shape, raw little-endian bytes, and its values."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    raw: bytes
+    values: np.ndarray  # float64 (or int64) values the raw bytes decode to
+
+
+def store(values: np.ndarray, dtype: str) -> Stored:
+    """Round `values` to `dtype` (F32, F16, BF16, I64, I32) and keep the exact stored values."""
+    values = np.asarray(values)
+    if dtype == "BF16":
+        bits = bf16_bits(values.astype(np.float32))
+        decoded = (bits.astype(np.uint32) << 16).view(np.float32)
+        return Stored(dtype, values.shape, bits.astype("<u2").tobytes(), decoded.astype(np.float64))
+    arr = values.astype(NUMPY_DTYPES[dtype])
+    exact = arr.astype(np.int64 if dtype in ("I64", "I32") else np.float64)
+    return Stored(dtype, values.shape, arr.tobytes(), exact)
+
+
+def bf16_bits(x: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns of finite float32 values, rounded to nearest, ties to even."""
+    bits = x.view(np.uint32).astype(np.uint64)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+    return rounded.astype(np.uint16)
+
+
+def with_value(t: Stored, flat_index: int, value: float) -> Stored:
+    """A copy of float tensor `t` with one element replaced (stored in t's dtype)."""
+    values = t.values.copy().reshape(-1)
+    values[flat_index] = value
+    return store(values.reshape(t.shape), t.dtype)
+
+
+# ---- container ---------------------------------------------------------------------------------
+def safetensors_bytes(tensors: dict[str, Stored], metadata: str | None,
+                      offsets: dict[str, tuple[int, int]] | None = None) -> bytes:
+    """A safetensors file as spec section 2 describes it; `offsets` overrides data_offsets."""
+    order = sorted(tensors, key=lambda n: (DTYPE_ORDER[tensors[n].dtype], n))
+    entries, data, position = [], b"", 0
+    for name in order:
+        t = tensors[name]
+        span = (position, position + len(t.raw))
+        position = span[1]
+        data += t.raw
+        begin, end = (offsets or {}).get(name, span)
+        shape = ",".join(str(d) for d in t.shape)
+        entries.append(f'{json.dumps(name)}:{{"dtype":"{t.dtype}","shape":[{shape}],'
+                       f'"data_offsets":[{begin},{end}]}}')
+    if metadata is not None:
+        entries.insert(0, f'"__metadata__":{{"{METADATA_KEY}":{json.dumps(metadata)}}}')
+    header = ("{" + ",".join(entries) + "}").encode("ascii")
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header + data
+
+
+def canonical_json(obj: Any) -> str:
+    """Spec section 3.1: sorted keys, no whitespace, ASCII only, no NaN or Infinity."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def checksum(tensors: dict[str, Stored]) -> str:
+    """sha256-tensors-v1 (spec section 3.12)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(f"{name}\n{t.dtype}\n{','.join(str(d) for d in t.shape)}\n".encode("ascii"))
+        h.update(t.raw)
+    return h.hexdigest()
+
+
+KIND_TENSORS = {"memory": ("bases", "addresses"), "pixels": ("pixels",), "lowrank": ("lowrank_u", "lowrank_v")}
+EXAMPLE_AXIS_TENSOR = {"memory": "addresses", "pixels": "pixels", "lowrank": "lowrank_u"}  # dim 0 is N
+
+
+def storage(kind: str, tensors: dict[str, Stored], chw: tuple[int, int, int], n_classes: int) -> dict[str, Any]:
+    """Storage accounting (spec section 3.10); a missing tensor (an invalid vector) counts as empty."""
+    floats = sum(int(np.prod(tensors[n].shape)) for n in KIND_TENSORS[kind] if n in tensors)
+    examples = tensors[EXAMPLE_AXIS_TENSOR[kind]].shape[0] if EXAMPLE_AXIS_TENSOR[kind] in tensors else 0
+    c, h, w = chw
+    return {
+        "floats_stored": floats,
+        "label_values": int(np.prod(tensors["labels"].shape)),
+        "examples": int(examples),
+        "ipc_equivalent": round(floats / (c * h * w * n_classes), 6),
+    }
+
+
+# ---- decoding (spec section 4), in float64 from the stored values ---------------------------------
+def bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """[n_out, n_in] weights: src = max((dst + 0.5) * n_in / n_out - 0.5, 0), two clamped neighbours."""
+    m = np.zeros((n_out, n_in))
+    for dst in range(n_out):
+        src = max((dst + 0.5) * n_in / n_out - 0.5, 0.0)
+        i0 = int(np.floor(src))
+        i1 = min(i0 + 1, n_in - 1)
+        lam = src - i0
+        m[dst, i0] += 1.0 - lam
+        m[dst, i1] += lam
+    return m
+
+
+def nearest_index(n_in: int, n_out: int) -> np.ndarray:
+    """src = min(floor(float32(dst) * float32(n_in / n_out)), n_in - 1), all in IEEE binary32."""
+    scale = np.float32(n_in) / np.float32(n_out)
+    dst = np.arange(n_out).astype(np.float32)
+    return np.minimum(np.floor(dst * scale).astype(np.int64), n_in - 1)
+
+
+def upsample(x: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
+    """[N, C, h, w] -> [N, C, H, W] by the spec's bilinear or nearest rule."""
+    h, w = x.shape[-2:]
+    if mode == "bilinear":
+        return np.einsum("Yh,nchw,Xw->ncYX", bilinear_matrix(h, size[0]), x, bilinear_matrix(w, size[1]))
+    rows, cols = nearest_index(h, size[0]), nearest_index(w, size[1])
+    return x[:, :, rows][:, :, :, cols]
+
+
+def decode(kind: str, t: dict[str, Stored], chw: tuple[int, int, int], mode: str) -> np.ndarray:
+    """Every example, float64 [N, C, H, W], in the bank's (normalised) space."""
+    if kind == "pixels":
+        return t["pixels"].values
+    if kind == "lowrank":
+        return t["lowrank_u"].values @ t["lowrank_v"].values
+    bases, addresses = t["bases"].values, t["addresses"].values
+    k, c, h, w = bases.shape
+    x = (addresses @ bases.reshape(k, c * h * w)).reshape(-1, c, h, w)
+    return upsample(x, chw[1:], mode)
+
+
+def to_pixels(x: np.ndarray, norm: dict[str, Any], t: dict[str, Stored]) -> np.ndarray:
+    """Spec section 5: undo ZCA (solve against zca_whiten), then p = x * std + mean; clamp to [0, 1]."""
+    if norm["zca"] is not None:
+        flat = x.reshape(x.shape[0], -1)
+        unwhitened = np.linalg.solve(t["zca_whiten"].values.T, flat.T).T
+        x = (unwhitened + t["zca_mean"].values).reshape(x.shape)
+    mean = np.array(norm["mean"]).reshape(1, -1, 1, 1)
+    std = np.array(norm["std"]).reshape(1, -1, 1, 1)
+    return np.clip(x * std + mean, 0.0, 1.0)
+
+
+def fit_zca(images: np.ndarray, regularization: float) -> tuple[np.ndarray, np.ndarray]:
+    """ZCA as spec section 5 defines it: (zca_mean [D], zca_whiten [D, D]), float64."""
+    flat = images.reshape(images.shape[0], -1)
+    mean = flat.mean(0)
+    centred = flat - mean
+    s, u = np.linalg.eigh(centred.T @ centred / flat.shape[0])
+    s = np.clip(s, 0.0, None)
+    return mean, (u / np.sqrt(s + regularization * s.mean())) @ u.T
+
+
+# ---- banks -------------------------------------------------------------------------------------
+def default_recipe(label_space: str) -> dict[str, Any]:
+    """TrainingRecipe defaults (spec section 3.7)."""
+    return {
+        "architecture": "convnet", "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0005,
+        "epochs": 300, "batch_size": 256, "lr_schedule": "step", "augmentation": "none",
+        "label_loss": "cross_entropy" if label_space == "index" else "soft_cross_entropy",
+        "label_temperature": 1.0,
+    }
+
+
+@dataclass
+class Bank:
+    """One bank: stored tensors and the metadata fields the generator writes."""
+
+    kind: str
+    tensors: dict[str, Stored]
+    image_shape: tuple[int, int, int]
+    classes: list[str]
+    label_space: str
+    upsample: str = "bilinear"
+    normalization: dict[str, Any] = field(default_factory=dict)
+    recipe: dict[str, Any] | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    format_version: str = "1.0"
+
+    def metadata(self) -> dict[str, Any]:
+        """The full metadata object (spec section 3), storage and checksum computed from the tensors."""
+        c = self.image_shape[0]
+        meta = {
+            **self.extra,
+            "format": FORMAT_NAME,
+            "format_version": self.format_version,
+            "kind": self.kind,
+            "image_shape": list(self.image_shape),
+            "classes": self.classes,
+            "label_space": self.label_space,
+            "normalization": self.normalization or {"mean": [0.0] * c, "std": [1.0] * c, "zca": None},
+            "recipe": self.recipe or default_recipe(self.label_space),
+            "provenance": self.provenance,
+            "evaluations": self.evaluations,
+            "storage": storage(self.kind, self.tensors, self.image_shape, len(self.classes)),
+            "checksum": {"algorithm": CHECKSUM_ALGORITHM, "value": checksum(self.tensors)},
+        }
+        if self.kind == "memory":
+            meta["upsample"] = self.upsample
+        return meta
+
+    def file_bytes(self, meta: dict[str, Any] | None = None) -> bytes:
+        return safetensors_bytes(self.tensors, canonical_json(meta or self.metadata()))
+
+
+def provenance(method: str, budget_ipc: float, **hyperparameters: Any) -> dict[str, Any]:
+    """The recommended provenance keys (spec section 3.8), with a fixed date."""
+    return {
+        "source": {"dataset": "synthetic-test-vector", "split": "none"},
+        "method": {"name": method, "hyperparameters": hyperparameters},
+        "library": {"name": "make_spec_vectors", "version": "1.0"},
+        "created": CREATED,
+        "budget_ipc": budget_ipc,
+    }
+
+
+def uniform(rng: np.random.Generator, shape: tuple[int, ...], scale: float = 1.0) -> np.ndarray:
+    return rng.uniform(-scale, scale, size=shape).astype(np.float32)
+
+
+def hard_labels(n: int, n_classes: int) -> Stored:
+    return store(np.arange(n) % n_classes, "I64")
+
+
+def soft_labels(rng: np.random.Generator, n: int, n_classes: int, space: str) -> Stored:
+    logits = rng.normal(0.0, 2.0, size=(n, n_classes))
+    if space == "logits":
+        return store(logits, "F32")
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    return store(p / p.sum(1, keepdims=True), "F32")
+
+
+def memory_bank(seed: int, k: int, c: int, hw: tuple[int, int], image_hw: tuple[int, int], n: int,
+                n_classes: int, dtype: str = "F32", address_dtype: str = "F32", upsample_mode: str = "bilinear",
+                label_space: str = "index", **kw: Any) -> Bank:
+    rng = np.random.default_rng(seed)
+    tensors = {
+        "bases": store(uniform(rng, (k, c, *hw)), dtype),
+        "addresses": store(uniform(rng, (n, k), 0.5), address_dtype),
+        "labels": hard_labels(n, n_classes) if label_space == "index" else soft_labels(rng, n, n_classes, label_space),
+    }
+    ds = image_hw[0] // hw[0]
+    return Bank("memory", tensors, (c, *image_hw), [f"class_{i}" for i in range(n_classes)], label_space,
+                upsample=upsample_mode, provenance=provenance("rtp", 1.0, n_bases=k, downsample=ds), **kw)
+
+
+def valid_banks() -> dict[str, tuple[Bank, str]]:
+    """name -> (bank, description) for every valid vector."""
+    banks: dict[str, tuple[Bank, str]] = {}
+    fmnist = {"mean": [0.286], "std": [0.353], "zca": None}
+    banks["memory_bilinear_ds2"] = (
+        memory_bank(1, 3, 1, (3, 3), (6, 6), 4, 2, normalization=fmnist),
+        "memory, F32 bases 3x3 upsampled x2 to 6x6 (bilinear), hard labels, per-channel normalisation")
+    banks["memory_nearest_ds2_f16"] = (
+        memory_bank(2, 2, 1, (2, 3), (4, 6), 3, 3, dtype="F16", upsample_mode="nearest"),
+        "memory, F16 bases 2x3 upsampled x2 to 4x6 (nearest), F32 addresses, hard labels")
+    banks["memory_bilinear_ds4_bf16_probabilities"] = (
+        memory_bank(3, 4, 3, (2, 2), (8, 8), 5, 3, dtype="BF16", address_dtype="BF16",
+                    label_space="probabilities",
+                    normalization={"mean": [0.4914, 0.4822, 0.4465], "std": [0.247, 0.2435, 0.2616], "zca": None}),
+        "memory, BF16 bases and addresses, 3 channels, 2x2 upsampled x4 to 8x8 (bilinear), soft labels "
+        "(probabilities)")
+    logits_bank = memory_bank(
+        4, 2, 2, (3, 4), (3, 4), 3, 2, label_space="logits",
+        recipe={**default_recipe("logits"), "label_loss": "kl_divergence", "label_temperature": 2.0,
+                "augmentation": "dsa", "epochs": 1000, "x_vendor_note": "unknown recipe keys are kept"},
+        evaluations=[{"architecture": "convnet", "accuracies": [0.5, 0.75], "mean": 0.625, "std": 0.125,
+                      "networks": 2, "test": "synthetic-test-vector/test", "epochs": 1000}],
+        extra={"x_unknown_optional": {"kept": True}})
+    banks["memory_ds1_logits"] = (
+        logits_bank,
+        "memory at full resolution (no upsampling), 2 channels, learned labels (logits) with a KL recipe, "
+        "an evaluation, and unknown optional keys a writer must preserve")
+    banks["memory_bilinear_nonint"] = (
+        memory_bank(5, 3, 1, (3, 2), (7, 5), 2, 2),
+        "memory, bilinear from 3x2 to 7x5 (scale factors not integers)")
+    banks["memory_nearest_float32_index"] = (
+        memory_bank(6, 2, 1, (14, 2), (46, 3), 2, 2, upsample_mode="nearest"),
+        "memory, nearest from 14x2 to 46x3: output row 23 takes source row 6 (float32 rule), not 7 "
+        "(exact 23*14/46)")
+    banks["pixels_f32"] = (pixels_bank(7, "F32", 3, (4, 4), 4, 3, "index"),
+                           "pixels, F32, 3 channels 4x4, hard labels, per-channel normalisation")
+    banks["pixels_f16_probabilities"] = (pixels_bank(8, "F16", 1, (5, 5), 3, 3, "probabilities"),
+                                         "pixels, F16, 1 channel 5x5, soft labels (probabilities)")
+    banks["lowrank_f32_logits"] = (lowrank_bank(9, "F32", 2, (5, 4), 2, 3, 2, "logits"),
+                                   "lowrank, F32, 2 channels 5x4, rank 2, learned labels (logits)")
+    banks["lowrank_bf16"] = (lowrank_bank(10, "BF16", 1, (6, 6), 1, 2, 2, "index"),
+                             "lowrank, BF16, 1 channel 6x6, rank 1, hard labels")
+    banks["pixels_zca"] = (zca_bank(11), "pixels stored in ZCA-whitened space (regularization 0.1), "
+                                         "with zca_mean and zca_whiten tensors")
+    banks["pixels_whiten_nonsymmetric"] = (
+        zca_bank(13, rotate=True),
+        "pixels whitened by a non-symmetric matrix (ZCA times a rotation): pins the orientation "
+        "x = (flat - zca_mean) @ zca_whiten")
+    newer_minor = memory_bank(12, 2, 1, (2, 2), (4, 4), 2, 2, format_version="1.1",
+                              extra={"x_from_1_1": [1, 2, 3]})
+    banks["memory_minor_1_1"] = (newer_minor, "format_version 1.1 with an unknown key: a 1.0 reader must "
+                                              "accept it (newer minor version)")
+    return banks
+
+
+def pixels_bank(seed: int, dtype: str, c: int, hw: tuple[int, int], n: int, n_classes: int, space: str) -> Bank:
+    rng = np.random.default_rng(seed)
+    mean = [round(float(v), 4) for v in rng.uniform(0.3, 0.6, size=c)]
+    std = [round(float(v), 4) for v in rng.uniform(0.2, 0.3, size=c)]
+    images = rng.uniform(-0.1, 1.1, size=(n, c, *hw))  # a few values decode outside [0, 1] -> clamped
+    x = (images - np.array(mean).reshape(1, -1, 1, 1)) / np.array(std).reshape(1, -1, 1, 1)
+    labels = hard_labels(n, n_classes) if space == "index" else soft_labels(rng, n, n_classes, space)
+    return Bank("pixels", {"pixels": store(x, dtype), "labels": labels}, (c, *hw),
+                [f"class_{i}" for i in range(n_classes)], space,
+                normalization={"mean": mean, "std": std, "zca": None},
+                provenance=provenance("dm", float(n) / n_classes))
+
+
+def lowrank_bank(seed: int, dtype: str, c: int, hw: tuple[int, int], rank: int, n: int, n_classes: int,
+                 space: str) -> Bank:
+    rng = np.random.default_rng(seed)
+    tensors = {
+        "lowrank_u": store(uniform(rng, (n, c, hw[0], rank)), dtype),
+        "lowrank_v": store(uniform(rng, (n, c, rank, hw[1])), dtype),
+        "labels": hard_labels(n, n_classes) if space == "index" else soft_labels(rng, n, n_classes, space),
+    }
+    return Bank("lowrank", tensors, (c, *hw), [f"class_{i}" for i in range(n_classes)], space,
+                provenance=provenance("dm+lowrank", 1.0, rank=rank))
+
+
+def zca_bank(seed: int, rotate: bool = False) -> Bank:
+    """A pixels bank in ZCA space; `rotate` right-multiplies the whitening by a random rotation
+    (still a whitening, no longer symmetric)."""
+    rng = np.random.default_rng(seed)
+    mean, std, reg = [0.5], [0.25], 0.1
+    real = (rng.uniform(0.0, 1.0, size=(32, 1, 4, 4)) - mean[0]) / std[0]
+    zca_mean, zca_whiten = fit_zca(real, reg)
+    if rotate:
+        q, _ = np.linalg.qr(rng.normal(size=zca_whiten.shape))
+        zca_whiten = zca_whiten @ q
+    zm, zw = store(zca_mean, "F32"), store(zca_whiten, "F32")
+    whitened = (real[:4].reshape(4, -1) - zm.values) @ zw.values
+    tensors = {"pixels": store(whitened.reshape(4, 1, 4, 4), "F32"), "labels": hard_labels(4, 2),
+               "zca_mean": zm, "zca_whiten": zw}
+    return Bank("pixels", tensors, (1, 4, 4), ["class_0", "class_1"], "index",
+                normalization={"mean": mean, "std": std, "zca": {"regularization": reg}},
+                provenance=provenance("random-real", 2.0))
+
+
+# ---- invalid vectors ---------------------------------------------------------------------------
+Mutation = Callable[[Bank], bytes]
+
+
+def _meta_edit(edit: Callable[[dict[str, Any]], None]) -> Mutation:
+    def mutate(bank: Bank) -> bytes:
+        meta = bank.metadata()
+        edit(meta)
+        return bank.file_bytes(meta)
+    return mutate
+
+
+def _tensors_edit(edit: Callable[[dict[str, Stored]], None]) -> Mutation:
+    def mutate(bank: Bank) -> bytes:
+        tensors = dict(bank.tensors)
+        edit(tensors)
+        return replace(bank, tensors=tensors).file_bytes()
+    return mutate
+
+
+def _header_len(data: bytes) -> int:
+    return struct.unpack("<Q", data[:8])[0]
+
+
+def _flip_data_bit(bank: Bank) -> bytes:
+    data = bytearray(bank.file_bytes())
+    data[8 + _header_len(data) + _spans(bank.tensors)["addresses"][0]] ^= 0x01  # lowest mantissa bit of
+    return bytes(data)  # addresses[0, 0] (F32, little-endian): the value changes but stays finite
+
+
+def _shifted_offsets(shift_name: str, by: int) -> Mutation:
+    def mutate(bank: Bank) -> bytes:
+        spans = _spans(bank.tensors)
+        begin, end = spans[shift_name]
+        return safetensors_bytes(bank.tensors, canonical_json(bank.metadata()), {shift_name: (begin + by, end + by)})
+    return mutate
+
+
+def _spans(tensors: dict[str, Stored]) -> dict[str, tuple[int, int]]:
+    spans, position = {}, 0
+    for name in sorted(tensors, key=lambda n: (DTYPE_ORDER[tensors[n].dtype], n)):
+        spans[name] = (position, position + len(tensors[name].raw))
+        position += len(tensors[name].raw)
+    return spans
+
+
+def _drop(name: str) -> Callable[[dict[str, Stored]], None]:
+    return lambda t: t.pop(name)
+
+
+INVALID: list[tuple[str, int, str, str, Mutation]] = [
+    # (name, rule, message the reader must give (a substring), description, mutation of the base bank)
+    ("invalid_empty", 1, "truncated", "an empty file (fewer than 8 bytes)", lambda b: b""),
+    ("invalid_oversized_header", 2, "exceeds the limit", "header length 16 MiB + 1",
+     lambda b: struct.pack("<Q", MAX_HEADER_BYTES + 1) + b"{}      "),
+    ("invalid_truncated_header", 3, "truncated", "cut in the middle of the JSON header",
+     lambda b: b.file_bytes()[: 8 + _header_len(b.file_bytes()) // 2]),
+    ("invalid_not_json", 4, "header is not JSON", "header bytes are not JSON",
+     lambda b: struct.pack("<Q", 16) + b"not a JSON obj!!"),
+    ("invalid_no_metadata", 6, "no 'compressdata' entry", "a plain safetensors file without __metadata__",
+     lambda b: safetensors_bytes(b.tensors, None)),
+    ("invalid_metadata_nan", 8, "not valid JSON", "metadata JSON uses the NaN literal",
+     lambda b: safetensors_bytes(b.tensors, canonical_json(b.metadata()).replace('"mean":[0.0]', '"mean":[NaN]'))),
+    ("invalid_dtype_i32_labels", 11, "dtype 'I32' not allowed", "labels stored as I32",
+     _tensors_edit(lambda t: t.__setitem__("labels", store(t["labels"].values, "I32")))),
+    ("invalid_offsets_out_of_range", 14, "do not fit", "the last tensor's data_offsets point past the data",
+     _shifted_offsets("bases", 8)),
+    ("invalid_offsets_gap", 15, "overlap or leave gaps", "the first tensor's data does not start at offset 0",
+     _shifted_offsets("labels", 8)),
+    ("invalid_truncated_data", 14, "do not fit", "a download cut short: the last 6 bytes are missing",
+     lambda b: b.file_bytes()[:-6]),
+    ("invalid_missing_field", 18, "missing required field(s) ['checksum']", "no 'checksum' field",
+     _meta_edit(lambda m: m.pop("checksum"))),
+    ("invalid_newer_major", 21, "newer than this reader supports", "format_version 2.0",
+     _meta_edit(lambda m: m.__setitem__("format_version", "2.0"))),
+    ("invalid_unknown_kind", 23, "metadata field 'kind'", "kind 'wavelet'",
+     _meta_edit(lambda m: m.__setitem__("kind", "wavelet"))),
+    ("invalid_missing_tensor", 29, "requires tensor(s) ['addresses']", "kind memory without 'addresses'",
+     _tensors_edit(_drop("addresses"))),
+    ("invalid_extra_tensor", 30, "unexpected tensor(s) ['notes']", "an extra tensor 'notes'",
+     _tensors_edit(lambda t: t.__setitem__("notes", store(np.zeros(2), "F32")))),
+    ("invalid_k_mismatch", 34, "(K from 'bases')", "addresses [N, K+1] for bases with K rows",
+     _tensors_edit(lambda t: t.__setitem__("addresses", store(np.full((4, 4), 0.25), "F32")))),
+    ("invalid_label_out_of_range", 43, "value 2 outside [0, 2)", "hard label 2 with two classes",
+     _tensors_edit(lambda t: t.__setitem__("labels", store(np.array([0, 1, 2, 1]), "I64")))),
+    ("invalid_nan_bases", 53, "contains NaN or Inf", "a NaN in bases",
+     _tensors_edit(lambda t: t.__setitem__("bases", with_value(t["bases"], 5, float("nan"))))),
+    ("invalid_storage_mismatch", 55, "storage.floats_stored", "storage.floats_stored off by one",
+     _meta_edit(lambda m: m["storage"].__setitem__("floats_stored", m["storage"]["floats_stored"] + 1))),
+    ("invalid_checksum_mismatch", 57, "checksum mismatch", "one data bit flipped after writing",
+     _flip_data_bit),
+]
+
+
+def invalid_base() -> Bank:
+    """The valid bank every invalid vector starts from (memory, K=3, N=4, 2 classes, F32)."""
+    return memory_bank(100, 3, 1, (2, 2), (4, 4), 4, 2)
+
+
+# ---- output ------------------------------------------------------------------------------------
+def f32_list(values: np.ndarray) -> list[float]:
+    """float32 values, row-major, each as the shortest decimal that rounds back to it."""
+    return [float(np.format_float_positional(v, unique=True, trim="0"))
+            for v in np.asarray(values, dtype=np.float32).reshape(-1)]
+
+
+def expected_doc(name: str, bank: Bank, description: str, data: bytes) -> dict[str, Any]:
+    meta = bank.metadata()
+    x = decode(bank.kind, bank.tensors, bank.image_shape, bank.upsample)
+    labels = bank.tensors["labels"]
+    label_values = labels.values.reshape(-1).tolist() if bank.label_space == "index" else f32_list(labels.values)
+    hard = labels.values if bank.label_space == "index" else labels.values.argmax(1)
+    return {
+        "valid": True,
+        "file": f"{name}.safetensors",
+        "description": description,
+        "sha256_file": hashlib.sha256(data).hexdigest(),
+        "kind": bank.kind,
+        "format_version": bank.format_version,
+        "image_shape": list(bank.image_shape),
+        "num_examples": int(x.shape[0]),
+        "classes": bank.classes,
+        "label_space": bank.label_space,
+        "upsample": bank.upsample if bank.kind == "memory" else None,
+        "labels": {"shape": list(labels.shape), "values": label_values},
+        "hard_labels": [int(v) for v in hard],
+        "decoded": {"shape": list(x.shape), "values": f32_list(x)},
+        "pixels": {"shape": list(x.shape), "values": f32_list(to_pixels(x, meta["normalization"], bank.tensors))},
+        "checksum": meta["checksum"],
+        "storage": meta["storage"],
+        "resave_identical": bank.format_version == "1.0",
+    }
+
+
+def dump(doc: dict[str, Any]) -> str:
+    """One top-level key per line, sorted; values compact. Deterministic."""
+    lines = [f"  {json.dumps(k)}: {json.dumps(doc[k], sort_keys=True, allow_nan=False)}" for k in sorted(doc)]
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def build() -> dict[str, bytes]:
+    """Every vector file: name -> bytes."""
+    files: dict[str, bytes] = {}
+    for name, (bank, description) in valid_banks().items():
+        data = bank.file_bytes()
+        files[f"{name}.safetensors"] = data
+        files[f"{name}.json"] = dump(expected_doc(name, bank, description, data)).encode("ascii")
+    base = invalid_base()
+    for name, rule, message, description, mutate in INVALID:
+        files[f"{name}.safetensors"] = mutate(base)
+        doc = {"valid": False, "file": f"{name}.safetensors", "description": description, "rule": rule,
+               "message_contains": message}
+        files[f"{name}.json"] = dump(doc).encode("ascii")
+    return files
+
+
+def write(out: Path) -> list[Path]:
+    """Write every vector under `out` (atomically per file); remove stale vector files."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = build()
+    for stale in set(p.name for p in out.glob("*.safetensors")) | set(p.name for p in out.glob("*.json")):
+        if stale not in files:
+            (out / stale).unlink()
+    written = []
+    for name, data in sorted(files.items()):
+        tmp = out / f".{name}.tmp"
+        tmp.write_bytes(data)
+        tmp.replace(out / name)
+        written.append(out / name)
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the vectors (default: %(default)s)")
+    args = parser.parse_args()
+    written = write(args.out)
+    print(f"wrote {len(written)} files to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
