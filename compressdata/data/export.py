@@ -1,0 +1,232 @@
+"""Exports of a decoded bank: a `datasets.Dataset`, webdataset shards, a PNG image folder.
+
+Images are the bank's decoded pixels (`bank.decode_pixels`, the recorded normalisation undone)
+stored as 8-bit PNG; hard labels are class indices, soft labels (probabilities or logits, as the
+bank stores them) travel as float32 vectors. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from compressdata.bank.memory_bank import MemoryBank
+
+DECODE_CHUNK = 1024
+IMAGE_FORMATS = ("pil", "array")
+
+
+def to_pil_images(pixels: torch.Tensor) -> list[Image.Image]:
+    """float [n, C, H, W] pixels in [0, 1] (C = 1 or 3) -> 8-bit PIL images ("L" or "RGB")."""
+    if pixels.dim() != 4 or pixels.shape[1] not in (1, 3):
+        raise ValueError(
+            f"expected pixels [n, 1 or 3, H, W] to make images, got {list(pixels.shape)}"
+        )
+    data = (pixels.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    if data.shape[1] == 1:
+        return [Image.fromarray(x[0], mode="L") for x in data]
+    return [Image.fromarray(x.transpose(1, 2, 0), mode="RGB") for x in data]
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """Encode a PIL image as PNG."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """Encode an array in the .npy format (pickles refused)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _select(bank: MemoryBank, index: Sequence[int] | torch.Tensor | None) -> torch.Tensor:
+    if index is None:
+        return torch.arange(len(bank))
+    index = torch.as_tensor(index, dtype=torch.int64).flatten()
+    if index.numel() and not (0 <= int(index.min()) and int(index.max()) < len(bank)):
+        raise IndexError(f"export index must lie in [0, {len(bank)}), got {index.tolist()[:8]}")
+    return index
+
+
+def _batches(index: torch.Tensor, desc: str) -> Iterator[torch.Tensor]:
+    chunks = index.split(DECODE_CHUNK)
+    yield from tqdm(chunks, desc=desc, leave=False, disable=len(chunks) < 2)
+
+
+def _check_image_bank(bank: MemoryBank, what: str) -> None:
+    if bank.image_shape[0] not in (1, 3):
+        raise ValueError(
+            f"{what} writes PNG images, which need 1 or 3 channels; the bank has "
+            f"{bank.image_shape[0]} (use to_hf_dataset(image_format='array') instead)"
+        )
+
+
+def to_hf_dataset(bank: MemoryBank, lazy: bool = False, image_format: str = "pil") -> Any:
+    """The bank as a `datasets.Dataset`: `image`, `label` (`ClassLabel`) and, for soft-label
+    banks, `soft_label` (float32 sequence of length `num_classes`, as the bank stores them).
+
+    image_format "pil" gives 8-bit images of the decoded pixels (`Image` feature); "array" gives
+    the exact float32 decoded examples in the bank's normalised space (`Array3D` [C, H, W]).
+    lazy=True stores only `index` and the labels (that is what `.features` then describes) and
+    decodes the images of the rows accessed through `with_transform`.
+    """
+    import datasets
+
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
+    if image_format == "pil":
+        _check_image_bank(bank, "to_hf_dataset(image_format='pil')")
+    image_feature = (
+        datasets.Image()
+        if image_format == "pil"
+        else datasets.Array3D(shape=bank.image_shape, dtype="float32")
+    )
+    soft = bank.label_space != "index"
+    columns: dict[str, Any] = {"label": bank.hard_labels().tolist()}
+    features: dict[str, Any] = {"label": datasets.ClassLabel(names=list(bank.classes))}
+    if soft:
+        columns["soft_label"] = bank.labels.float().tolist()
+        features["soft_label"] = datasets.Sequence(
+            datasets.Value("float32"), length=bank.num_classes
+        )
+
+    def decode(index: torch.Tensor) -> list[Any]:
+        if image_format == "pil":
+            return to_pil_images(bank.decode_pixels(index))
+        return list(bank.decode(index).numpy())
+
+    if lazy:
+        columns = {"index": list(range(len(bank))), **columns}
+        stored = datasets.Features({"index": datasets.Value("int64"), **features})
+        dataset = datasets.Dataset.from_dict(columns, features=stored)
+
+        def transform(batch: dict[str, list]) -> dict[str, list]:
+            out = {"image": decode(torch.as_tensor(batch["index"], dtype=torch.int64))}
+            out.update({name: batch[name] for name in features})
+            return out
+
+        return dataset.with_transform(transform)
+    images: list[Any] = []
+    for chunk in _batches(torch.arange(len(bank)), "decoding bank"):
+        images += decode(chunk)
+    columns = {"image": images, **columns}
+    return datasets.Dataset.from_dict(
+        columns, features=datasets.Features({"image": image_feature, **features})
+    )
+
+
+def iter_samples(
+    bank: MemoryBank, index: Sequence[int] | torch.Tensor | None = None
+) -> Iterator[dict[str, Any]]:
+    """webdataset samples of the decoded bank: `__key__`, `png`, `cls` (and `npy` soft labels),
+    every member already encoded as bytes."""
+    _check_image_bank(bank, "the webdataset export")
+    selected = _select(bank, index)
+    width = max(6, len(str(max(len(bank) - 1, 0))))
+    hard = bank.hard_labels()
+    for chunk in _batches(selected, "encoding samples"):
+        for i, image in zip(chunk.tolist(), to_pil_images(bank.decode_pixels(chunk)), strict=True):
+            sample = {
+                "__key__": f"{i:0{width}d}",
+                "png": png_bytes(image),
+                "cls": str(int(hard[i])).encode("ascii"),
+            }
+            if bank.label_space != "index":
+                sample["npy"] = npy_bytes(bank.labels[i].float().numpy())
+            yield sample
+
+
+def export_webdataset(
+    bank: MemoryBank,
+    pattern: str | os.PathLike,
+    maxcount: int = 10_000,
+    index: Sequence[int] | torch.Tensor | None = None,
+) -> list[str]:
+    """Write webdataset tar shards (`pattern` like "out/shard-%06d.tar", at most `maxcount`
+    samples each): `KEY.png` + `KEY.cls` (+ `KEY.npy` soft labels). Returns the shard paths.
+
+    `index` restricts the export to those examples. Shards are written to a temporary folder
+    beside the target and moved into place once complete.
+    """
+    import webdataset as wds
+
+    pattern = str(pattern)
+    if maxcount < 1:
+        raise ValueError(f"maxcount must be >= 1, got {maxcount}")
+    try:
+        first = pattern % 0
+    except TypeError:
+        raise ValueError(
+            f"pattern must hold one integer field such as %06d, got {pattern!r}"
+        ) from None
+    target_dir = Path(first).parent
+    target_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".wds-", dir=target_dir))
+    try:
+        staged = str(staging / Path(pattern).name)
+        with wds.ShardWriter(staged, maxcount=maxcount, verbose=0) as sink:
+            for sample in iter_samples(bank, index):
+                sink.write(sample)
+        written = []
+        for shard in sorted(staging.iterdir()):
+            final = target_dir / shard.name
+            os.replace(shard, final)
+            written.append(str(final))
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def class_folder_names(classes: Sequence[str]) -> list[str]:
+    """Folder names whose sorted order is the class order: "03-Dress" (unsafe characters -> _)."""
+    width = len(str(max(len(classes) - 1, 0)))
+    return [f"{i:0{width}d}-{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}"
+            for i, name in enumerate(classes)]
+
+
+def export_png(
+    bank: MemoryBank, out_dir: str | os.PathLike, index: Sequence[int] | torch.Tensor | None = None
+) -> list[str]:
+    """Write an ImageFolder tree: OUT/<NN-class>/<index>.png, plus OUT/classes.json (the exact
+    class names in order). Folder names sort in class order. Returns the image paths."""
+    _check_image_bank(bank, "export_png")
+    out = Path(out_dir)
+    folders = class_folder_names(bank.classes)
+    hard = bank.hard_labels()
+    selected = _select(bank, index)
+    width = max(6, len(str(max(len(bank) - 1, 0))))
+    written = []
+    for chunk in _batches(selected, "writing PNGs"):
+        for i, image in zip(chunk.tolist(), to_pil_images(bank.decode_pixels(chunk)), strict=True):
+            path = out / folders[int(hard[i])] / f"{i:0{width}d}.png"
+            _atomic_write(path, png_bytes(image))
+            written.append(str(path))
+    _atomic_write(out / "classes.json", json.dumps(list(bank.classes), indent=1).encode())
+    return written
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,200 @@
+"""`compressdata distill` and `compressdata evaluate`: parse, call the library, print.
+
+`add_distill_commands(subparsers)` registers both on the main parser; `main(argv)` runs them alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from compressdata.distill.config import ARCHS, INITS, METHODS, DistillConfig
+from compressdata.errors import BankFormatError
+
+EVAL_ARCHS = ("convnet", "resnet18", "resnet18_bn", "mlp")
+
+
+def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register `distill` and `evaluate` (each sets `func`, returning an exit code)."""
+    d = DistillConfig()
+    p = subparsers.add_parser(
+        "distill", help="distil a real dataset into a memory bank (rtp, pixels, random-real)",
+        description="Distil a labelled dataset into a bank file. rtp: addressable memories "
+                    "(K bases + per-example addresses) by back-propagation through time; pixels: "
+                    "the same on raw per-image pixels; random-real: a random real subset. All "
+                    "three spend the same storage for the same --budget-ipc.")
+    p.add_argument("--source", default=d.source, help="real source: a preset (fashion-mnist, "
+                   "mnist, cifar10, ...) or idx:/torchvision:/hf:/folder:/wds: (default %(default)s)")
+    p.add_argument("--split", default=d.split, choices=("train", "test"))
+    p.add_argument("--budget-ipc", type=float, default=d.budget_ipc,
+                   help="storage budget in images-per-class equivalents (default %(default)s)")
+    p.add_argument("--method", default=d.method, choices=METHODS)
+    p.add_argument("--out", "-o", required=True, help="bank file to write (.safetensors)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    g = p.add_argument_group("parameterization")
+    g.add_argument("--n-bases", type=int, default=d.n_bases, help="K memories (rtp)")
+    g.add_argument("--downsample", type=int, default=d.downsample,
+                   help="bases stored at 1/ds resolution (rtp)")
+    g.add_argument("--init", default=None, choices=INITS,
+                   help="initialisation (default: random for rtp, real for pixels)")
+    g.add_argument("--learn-labels", action="store_true",
+                   help="learn soft labels (stored as logits; recipe soft_cross_entropy)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--iterations", type=int, default=d.iterations, help="outer iterations")
+    g.add_argument("--unroll-steps", type=int, default=d.unroll_steps,
+                   help="T inner SGD steps back-propagated through (default %(default)s)")
+    g.add_argument("--inner-lr", type=float, default=d.inner_lr)
+    g.add_argument("--inner-momentum", type=float, default=d.inner_momentum)
+    g.add_argument("--inner-batch", type=int, default=d.inner_batch_per_class,
+                   help="synthetic examples per class per inner step")
+    g.add_argument("--real-batch", type=int, default=d.real_batch_per_class,
+                   help="real examples per class in the outer batch")
+    g.add_argument("--outer-lr", type=float, default=d.outer_lr)
+    g.add_argument("--outer-momentum", type=float, default=d.outer_momentum)
+    g.add_argument("--clip-norm", type=float, default=d.clip_norm)
+    g.add_argument("--arch", default=d.arch, choices=ARCHS, help="inner network")
+    g.add_argument("--width", type=int, default=d.width, help="ConvNet/MLP width")
+    g.add_argument("--depth", type=int, default=d.depth, help="ConvNet/MLP depth")
+    g.add_argument("--dsa", action="store_true", help="differentiable siamese augmentation")
+    g.add_argument("--dsa-strategy", default=d.dsa_strategy)
+    g.add_argument("--zca", action="store_true", help="distil in ZCA-whitened space")
+    g.add_argument("--zca-regularization", type=float, default=d.zca_regularization)
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
+    g.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only)")
+    g = p.add_argument_group("long runs")
+    g.add_argument("--checkpoint-dir", default=None,
+                   help="checkpoints and metrics.jsonl (default: OUT.ckpt)")
+    g.add_argument("--no-checkpoints", action="store_true", help="write no checkpoints")
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    g.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    g.add_argument("--eval-every", type=int, default=d.eval_every,
+                   help="quick test evaluation every N iterations (0: never)")
+    g.add_argument("--eval-epochs", type=int, default=d.eval_epochs)
+    g.add_argument("--eval-networks", type=int, default=d.eval_networks)
+    g.add_argument("--final-eval-networks", type=int, default=0,
+                   help="evaluate the result with N fresh networks (its recipe) and record it")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_distill)
+
+    p = subparsers.add_parser(
+        "evaluate", help="train fresh networks on a bank and test them on a real test split",
+        description="Train fresh networks with the bank's recipe on its decoded examples and "
+                    "test each once at the end on the real test split; print mean and std.")
+    p.add_argument("bank", help="bank file or Hub id")
+    p.add_argument("--test", required=True, help="real source whose test split is used")
+    p.add_argument("--arch", default=None, choices=EVAL_ARCHS, help="default: the recipe's")
+    p.add_argument("--networks", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
+    p.add_argument("--width", type=int, default=128, help="ConvNet/MLP width")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--record", action="store_true", help="write the result into the bank file")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_evaluate)
+
+
+def _config(args: argparse.Namespace, out: Path) -> DistillConfig:
+    checkpoint_dir = None if args.no_checkpoints else (args.checkpoint_dir or f"{out}.ckpt")
+    return DistillConfig(
+        source=args.source, split=args.split, method=args.method, budget_ipc=args.budget_ipc,
+        n_bases=args.n_bases, downsample=args.downsample, init=args.init,
+        iterations=args.iterations, unroll_steps=args.unroll_steps, inner_lr=args.inner_lr,
+        inner_momentum=args.inner_momentum, inner_batch_per_class=args.inner_batch,
+        real_batch_per_class=args.real_batch, outer_lr=args.outer_lr,
+        outer_momentum=args.outer_momentum, clip_norm=args.clip_norm, arch=args.arch,
+        width=args.width, depth=args.depth, learn_labels=args.learn_labels, dsa=args.dsa,
+        dsa_strategy=args.dsa_strategy, zca=args.zca, zca_regularization=args.zca_regularization,
+        seed=args.seed, device=args.device, amp=args.amp, checkpoint_dir=checkpoint_dir,
+        checkpoint_every=args.checkpoint_every, resume=args.resume, eval_every=args.eval_every,
+        eval_epochs=args.eval_epochs, eval_networks=args.eval_networks,
+    ).validate()
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a directory; expected a file path")
+    if not out.parent.is_dir():
+        raise ValueError(f"--out {out}: the directory {out.parent} does not exist")
+    if out.exists() and not force:
+        raise ValueError(f"--out {out} exists; pass --force to overwrite it")
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    """`compressdata distill`: run, write the bank, optionally evaluate and record."""
+    from compressdata.distill.loop import distill
+    from compressdata.loading import save_memory_bank
+
+    out = Path(args.out)
+    _check_out(out, args.force)
+    if args.final_eval_networks < 0:
+        raise ValueError(f"--final-eval-networks must be >= 0, got {args.final_eval_networks}")
+    config = _config(args, out)
+    try:
+        bank = distill(config, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("stopped.", file=sys.stderr)
+        return 130
+    if args.final_eval_networks:
+        from compressdata.data.sources import load_source
+        from compressdata.evaluate import evaluate_bank
+
+        result = evaluate_bank(bank, load_source(config.source, "test"), arch=config.arch,
+                               networks=args.final_eval_networks, device=config.device,
+                               seed=config.seed, width=config.width,
+                               progress=not args.no_progress)
+        bank.add_evaluation(result)
+        print(result.summary())
+    save_memory_bank(bank, out)
+    storage = bank.storage
+    print(f"wrote {out}: {bank.kind} bank, {len(bank)} examples, {storage['floats_stored']} "
+          f"floats (IPC {storage['ipc_equivalent']:.3f} equivalent)")
+    if not args.final_eval_networks:
+        print(f"evaluate it with: compressdata evaluate {out} --test {config.source} --record")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """`compressdata evaluate`: print mean and std; --record writes the result into the bank."""
+    from compressdata.data.sources import load_source
+    from compressdata.evaluate import evaluate_bank
+    from compressdata.loading import load_memory_bank, save_memory_bank
+
+    for name in ("networks", "width"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.epochs is not None and args.epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
+    path = Path(args.bank)
+    if args.record and not path.is_file():
+        raise ValueError(f"--record writes into a local bank file; {args.bank} is not one")
+    bank = load_memory_bank(path if path.exists() else args.bank)
+    result = evaluate_bank(bank, load_source(args.test, "test"), arch=args.arch,
+                           networks=args.networks, epochs=args.epochs, device=args.device,
+                           seed=args.seed, width=args.width, progress=not args.no_progress)
+    print(f"accuracy {100 * result.mean:.2f} +- {100 * result.std:.2f} % "
+          f"({result.architecture}, {result.networks} networks, {result.epochs} epochs, "
+          f"{result.test})")
+    if args.record:
+        bank.add_evaluation(result)
+        save_memory_bank(bank, path)
+        print(f"recorded in {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `distill` / `evaluate` alone (the `compressdata` command registers them too)."""
+    parser = argparse.ArgumentParser(prog="compressdata")
+    add_distill_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (BankFormatError, FileNotFoundError, ValueError) as e:
+        print(f"compressdata {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

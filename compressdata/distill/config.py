@@ -1,0 +1,139 @@
+"""`DistillConfig`: every hyper-parameter of a distillation run as plain values, validated.
+
+Defaults follow the official RTP code (REFERENCE section 1): inner SGD lr 0.01 momentum 0.9,
+32 synthetic examples per class per inner step, a real batch of 64 per class, outer SGD lr 0.1
+momentum 0.5 with gradient-norm clip 2, K = 16 bases at downsampling 2, ConvNet-128.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+METHODS = ("rtp", "pixels", "random-real")
+INITS = ("random", "real")
+ARCHS = ("convnet", "resnet18", "resnet18_bn", "mlp")
+NORMS = ("instancenorm", "batchnorm", "none")
+
+# Fields that may change between a run and its resumption without changing the result.
+RESUMABLE_CHANGES = frozenset({
+    "iterations", "checkpoint_dir", "checkpoint_every", "resume", "eval_every", "eval_epochs",
+    "eval_networks", "device",
+})
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """One distillation run. `init=None` picks the method's default (rtp: random, pixels: real)."""
+
+    source: str = "fashion-mnist"
+    split: str = "train"
+    method: str = "rtp"
+    budget_ipc: float = 1.0
+    n_bases: int = 16
+    downsample: int = 2
+    init: str | None = None
+    iterations: int = 2000
+    unroll_steps: int = 50
+    inner_lr: float = 0.01
+    inner_momentum: float = 0.9
+    inner_batch_per_class: int = 32
+    real_batch_per_class: int = 64
+    outer_lr: float = 0.1
+    outer_momentum: float = 0.5
+    clip_norm: float = 2.0
+    arch: str = "convnet"
+    width: int = 128
+    depth: int = 3
+    norm: str = "instancenorm"
+    learn_labels: bool = False
+    label_init_scale: float = 5.0
+    dsa: bool = False
+    dsa_strategy: str = "flip_rotate"
+    zca: bool = False
+    zca_regularization: float = 0.1
+    seed: int = 0
+    device: str | None = None
+    amp: bool = False
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 100
+    resume: bool = False
+    eval_every: int = 0
+    eval_epochs: int = 50
+    eval_networks: int = 1
+
+    @property
+    def resolved_init(self) -> str:
+        """The initialisation actually used."""
+        if self.init is not None:
+            return self.init
+        return "random" if self.method == "rtp" else "real"
+
+    def validate(self) -> DistillConfig:
+        """Raise ValueError naming the first bad option (what, expected, got); return self."""
+        _one_of("method", self.method, METHODS)
+        _one_of("arch", self.arch, ARCHS)
+        _one_of("norm", self.norm, NORMS)
+        if self.init is not None:
+            _one_of("init", self.init, INITS)
+        if self.split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {self.split!r}")
+        if not (isinstance(self.budget_ipc, (int, float)) and math.isfinite(self.budget_ipc)
+                and self.budget_ipc > 0):
+            raise ValueError(f"budget_ipc must be a positive number, got {self.budget_ipc!r}")
+        for name in ("n_bases", "downsample", "iterations", "unroll_steps", "inner_batch_per_class",
+                     "real_batch_per_class", "width", "depth", "checkpoint_every", "eval_epochs",
+                     "eval_networks"):
+            _positive_int(name, getattr(self, name))
+        if not isinstance(self.eval_every, int) or self.eval_every < 0:
+            raise ValueError(f"eval_every must be an int >= 0 (0 = never), got {self.eval_every!r}")
+        for name in ("inner_lr", "outer_lr", "clip_norm", "label_init_scale", "zca_regularization"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        for name in ("inner_momentum", "outer_momentum"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 <= value < 1):
+                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
+        if self.resume and not self.checkpoint_dir:
+            raise ValueError("resume needs a checkpoint directory (checkpoint_dir / --checkpoint-dir)")
+        if self.method == "random-real" and (self.learn_labels or self.dsa):
+            raise ValueError("random-real does no optimisation: learn_labels and dsa do not apply")
+        if self.dsa:
+            from compressdata.distill.augment import parse_strategy
+
+            parse_strategy(self.dsa_strategy)
+        if self.amp and self.device is not None and not self.device.startswith("cuda"):
+            raise ValueError(f"amp (mixed precision) needs a CUDA device, got device={self.device!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DistillConfig:
+        """Inverse of `to_dict`; unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown distill options {unknown}")
+        return cls(**d)
+
+    def differences(self, other: DistillConfig) -> list[str]:
+        """Names of the fields that differ and would change the result of a resumed run."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return sorted(k for k in mine if mine[k] != theirs[k] and k not in RESUMABLE_CHANGES)
+
+
+def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(allowed)}")
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")

@@ -1,0 +1,321 @@
+"""The distillation loop: `distill(config) -> MemoryBank` for the rtp, pixels and random-real methods.
+
+One outer iteration (rtp and pixels): a freshly initialised network (seeded), T inner SGD steps on
+synthetic minibatches, the outer loss on a class-balanced real batch, the hypergradient by the
+reverse pass (`bptt.reverse_hypergradient`), and an outer SGD step with gradient-norm clipping.
+All randomness of iteration i comes from one CPU generator whose state is part of the run's state,
+so a run resumed from a checkpoint continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+from tqdm.auto import tqdm
+
+import compressdata
+from compressdata.bank.memory_bank import MemoryBank
+from compressdata.bank.metadata import TrainingRecipe
+from compressdata.data.sources import RealData, load_source
+from compressdata.data.zca import zca_normalization
+from compressdata.distill.bptt import reverse_hypergradient
+from compressdata.distill.checkpoint import (
+    DistillState,
+    MetricsLog,
+    load_checkpoint,
+    save_checkpoint,
+)
+from compressdata.distill.config import RESUMABLE_CHANGES, DistillConfig
+from compressdata.distill.methods import (
+    KIND_OF_METHOD,
+    Augment,
+    RealSampler,
+    SyntheticSet,
+    init_labels,
+    init_theta,
+    random_real_subset,
+)
+from compressdata.evaluate import evaluate_tensors
+from compressdata.models import build_model
+from compressdata.params import Layout, layout_for_budget
+
+Callback = Callable[[DistillState, dict[str, Any]], None]
+_SEED_BOUND = 2**62
+
+
+@dataclass
+class _Run:
+    """What stays fixed during a run."""
+
+    config: DistillConfig
+    device: torch.device
+    data: RealData
+    real: RealSampler
+    synthetic: SyntheticSet
+    layout: Layout
+    test: RealData | None = None
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """`device` as given, else CUDA when available, else CPU; a clear error for unusable ones."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; expected e.g. cpu, cuda, cuda:1") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return resolved
+
+
+def prepare_source(config: DistillConfig, data: RealData | None = None) -> RealData:
+    """The real split the run distils, with ZCA whitening fitted on it when config.zca."""
+    data = data if data is not None else load_source(config.source, config.split)
+    if config.zca:
+        if data.normalization.uses_zca:
+            raise ValueError("the source already carries ZCA whitening; do not ask for zca again")
+        data = data.with_normalization(
+            zca_normalization(data.normalization, data.float_pixels, config.zca_regularization))
+    return data
+
+
+def distill(config: DistillConfig, data: RealData | None = None, *, progress: bool = True,
+            callback: Callback | None = None, log: Callable[[str], None] = print) -> MemoryBank:
+    """Run `config` and return the distilled bank.
+
+    data: the real split to distil (default: `load_source(config.source, config.split)`);
+    callback(state, metrics): called after every outer iteration; log: where one-line messages go.
+    With config.checkpoint_dir, checkpoints are written every config.checkpoint_every iterations, at
+    the end and on KeyboardInterrupt (then re-raised); config.resume continues from the last one.
+    """
+    config.validate()
+    device = resolve_device(config.device)
+    data = prepare_source(config, data)
+    kind = KIND_OF_METHOD[config.method]
+    layout = layout_for_budget(kind, config.budget_ipc, data.num_classes, data.image_shape,
+                               n_bases=config.n_bases, downsample=config.downsample)
+    log(f"{config.method} on {data.name} ({data.split}, {len(data)} examples), budget IPC "
+        f"{config.budget_ipc:g}: {layout.describe()}")
+    real = RealSampler(data.images.to(device), data.labels, data.num_classes)
+    if config.method == "random-real":
+        generator = torch.Generator().manual_seed(config.seed)
+        images, labels = random_real_subset(real, layout.per_class, generator)
+        return _bank(config, data, layout, {"pixels": images}, labels, iterations=0, device=device)
+    synthetic = SyntheticSet(kind, data.num_classes, layout.per_class, data.image_shape[1:])
+    run = _Run(config, device, data, real, synthetic, layout)
+    state = _initial_state(run, log)
+    state = _train(run, state, progress, callback, log)
+    labels = state.theta["labels"] if config.learn_labels else synthetic.hard_labels()
+    return _bank(config, data, layout, state.theta, labels, state.iteration, device)
+
+
+def _initial_state(run: _Run, log: Callable[[str], None]) -> DistillState:
+    config = run.config
+    if config.resume:
+        state, saved = load_checkpoint(config.checkpoint_dir, run.device)
+        different = config.differences(DistillConfig.from_dict(saved))
+        if different:
+            raise ValueError(f"cannot resume from {config.checkpoint_dir}: the checkpoint was made "
+                             f"with different {', '.join(different)} (only "
+                             f"{', '.join(sorted(RESUMABLE_CHANGES))} may change)")
+        log(f"resuming from {config.checkpoint_dir} at iteration {state.iteration}")
+        MetricsLog(Path(config.checkpoint_dir) / "metrics.jsonl").truncate_after(state.iteration)
+        return state
+    generator = torch.Generator().manual_seed(config.seed)
+    theta = init_theta(run.synthetic, run.layout, config.resolved_init, run.real, generator,
+                       run.data.image_shape)
+    if config.learn_labels:
+        theta["labels"] = init_labels(run.synthetic, config.label_init_scale)
+    theta = {k: v.to(run.device) for k, v in theta.items()}
+    momentum = {k: torch.zeros_like(v) for k, v in theta.items()}
+    return DistillState(0, theta, momentum, generator.get_state())
+
+
+def _train(run: _Run, state: DistillState, progress: bool, callback: Callback | None,
+           log: Callable[[str], None]) -> DistillState:
+    config = run.config
+    ckpt = Path(config.checkpoint_dir) if config.checkpoint_dir else None
+    metrics_log = MetricsLog(ckpt / "metrics.jsonl") if ckpt else None
+    bar = tqdm(total=config.iterations, initial=min(state.iteration, config.iterations),
+               disable=not progress, desc=f"distill {config.method}", dynamic_ncols=True)
+    last_eval: float | None = None
+    try:
+        while state.iteration < config.iterations:
+            started = time.perf_counter()
+            state, metrics = outer_iteration(run, state)
+            metrics["seconds"] = round(time.perf_counter() - started, 4)
+            if config.eval_every and state.iteration % config.eval_every == 0:
+                last_eval = _quick_evaluation(run, state)
+                metrics["eval_accuracy"] = last_eval
+            if metrics_log:
+                metrics_log.append(metrics)
+            if ckpt and state.iteration % config.checkpoint_every == 0:
+                save_checkpoint(ckpt, state, config.to_dict())
+            bar.update(1)
+            postfix = {"loss": f"{metrics['outer_loss']:.4f}"}
+            if last_eval is not None:
+                postfix["eval"] = f"{100 * last_eval:.2f}%"
+            bar.set_postfix(postfix)
+            if callback:
+                callback(state, metrics)
+    except KeyboardInterrupt:
+        if ckpt:
+            save_checkpoint(ckpt, state, config.to_dict())
+            log(f"\ninterrupted: checkpoint of iteration {state.iteration} written to {ckpt}; "
+                "continue with resume (--resume)")
+        raise
+    finally:
+        bar.close()
+    if ckpt:
+        save_checkpoint(ckpt, state, config.to_dict())
+    return state
+
+
+def outer_iteration(run: _Run, state: DistillState) -> tuple[DistillState, dict[str, Any]]:
+    """One outer iteration; returns the new state (the old one is left untouched) and metrics."""
+    config = run.config
+    generator = torch.Generator()
+    generator.set_state(state.rng)
+    seeds = torch.randint(0, _SEED_BOUND, (config.unroll_steps + 3,), generator=generator).tolist()
+    net_seed, real_seed, augment_seed, step_seeds = seeds[0], seeds[1], seeds[2], seeds[3:]
+    module, params = fresh_network(config, run.data, net_seed, run.device)
+    augment = _augment(config, augment_seed)
+    x_real, y_real = run.real.batch(config.real_batch_per_class,
+                                    torch.Generator().manual_seed(real_seed))
+    if augment is not None:
+        with torch.no_grad():
+            x_real = augment(x_real, torch.Generator())
+
+    def outer_loss(w: dict[str, torch.Tensor]) -> torch.Tensor:
+        with _autocast(config, run.device):
+            logits = functional_call(module, w, (x_real,))
+        return F.cross_entropy(logits.float(), y_real)
+
+    def batch_fn(theta, step, gen):
+        return run.synthetic.minibatch(theta, config.inner_batch_per_class, gen, augment)
+
+    result = reverse_hypergradient(
+        module, params, state.theta, batch_fn, outer_loss, steps=config.unroll_steps,
+        seeds=step_seeds, lr=config.inner_lr, momentum=config.inner_momentum,
+        amp=torch.bfloat16 if config.amp else None)
+    theta, momentum, grad_norm = outer_sgd_step(
+        state.theta, result.grads, state.momentum, config.outer_lr, config.outer_momentum,
+        config.clip_norm)
+    new_state = DistillState(state.iteration + 1, theta, momentum, generator.get_state())
+    metrics = {"iteration": new_state.iteration, "outer_loss": float(result.loss),
+               "inner_loss": float(result.inner_loss), "grad_norm": float(grad_norm)}
+    return new_state, metrics
+
+
+def outer_sgd_step(theta: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
+                   momentum: dict[str, torch.Tensor], lr: float, mu: float, clip: float
+                   ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+    """SGD with momentum (PyTorch semantics) after clipping the total gradient norm to `clip`.
+
+    Returns new dicts (theta', momentum', the gradient norm before clipping); inputs are unchanged.
+    """
+    with torch.no_grad():
+        norm = torch.sqrt(sum(g.double().pow(2).sum() for g in grads.values()))
+        scale = torch.clamp(clip / (norm + 1e-6), max=1.0)
+        new_momentum = {k: mu * momentum[k] + grads[k] * scale.to(grads[k].dtype) for k in theta}
+        new_theta = {k: theta[k] - lr * new_momentum[k] for k in theta}
+    return new_theta, new_momentum, norm
+
+
+def fresh_network(config: DistillConfig, data: RealData, seed: int, device: torch.device
+                  ) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """A newly initialised network drawn from `seed` (the global RNG is left as it was)."""
+    c, h, w = data.image_shape
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module = build_model(config.arch, c, data.num_classes, (h, w), width=config.width,
+                             depth=config.depth, norm=config.norm)
+    module = module.to(device).train()
+    return module, {k: p.detach() for k, p in module.named_parameters()}
+
+
+def _autocast(config: DistillConfig, device: torch.device):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=config.amp)
+
+
+def _augment(config: DistillConfig, seed: int) -> Augment | None:
+    """DSA shared by the real batch and every inner step of one iteration (siamese)."""
+    if not config.dsa:
+        return None
+    from compressdata.distill.augment import dsa
+
+    def augment(x: torch.Tensor, _generator: torch.Generator) -> torch.Tensor:
+        return dsa(x, config.dsa_strategy, seed=seed)
+
+    return augment
+
+
+def _quick_evaluation(run: _Run, state: DistillState) -> float:
+    """Progress check: mean accuracy on the real test split of config.eval_networks networks of
+    config.eval_epochs epochs trained on the current synthetic set (logged only, never used to
+    pick an iteration)."""
+    config = run.config
+    if run.test is None:
+        run.test = load_source(config.source, "test").with_normalization(run.data.normalization)
+    with torch.no_grad():
+        images = run.synthetic.decode(state.theta).cpu()
+    learned = config.learn_labels
+    targets = state.theta["labels"].detach().cpu() if learned else run.synthetic.hard_labels()
+    result = evaluate_tensors(
+        images, targets, training_recipe(config), run.test,
+        label_space="logits" if learned else "index", networks=config.eval_networks,
+        epochs=config.eval_epochs, device=run.device, seed=config.seed, width=config.width,
+        progress=False)
+    return result.mean
+
+
+def training_recipe(config: DistillConfig) -> TrainingRecipe:
+    """How to train on the distilled set: the standard protocol; soft labels when learned."""
+    return TrainingRecipe(
+        architecture=config.arch,
+        epochs=1000 if config.dsa else 300,
+        augmentation="dsa" if config.dsa else "none",
+        label_loss="soft_cross_entropy" if config.learn_labels else "cross_entropy",
+    )
+
+
+def _bank(config: DistillConfig, data: RealData, layout: Layout, theta: dict[str, torch.Tensor],
+          labels: torch.Tensor, iterations: int, device: torch.device) -> MemoryBank:
+    kind = layout.kind
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in theta.items()
+               if k != "labels"}
+    learned = labels.is_floating_point()
+    hyper = {k: v for k, v in config.to_dict().items()
+             if k not in RESUMABLE_CHANGES or k == "iterations"}
+    hyper["init"] = config.resolved_init if config.method != "random-real" else "real"
+    provenance = {
+        "source": {"dataset": data.name, "split": data.split, "examples": len(data)},
+        "method": {"name": config.method, "hyperparameters": hyper,
+                   "iterations_done": iterations},
+        "budget_ipc": config.budget_ipc,
+        "layout": {"kind": kind, "per_class": layout.per_class, "n_bases": layout.n_bases,
+                   "downsample": layout.downsample, "floats": layout.floats},
+        "device": str(device),
+        "library": {"name": "compressdata", "version": compressdata.__version__},
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return MemoryBank(
+        **tensors,
+        labels=labels.detach().to("cpu", torch.float32 if learned else torch.int64),
+        classes=data.classes,
+        image_size=data.image_shape[1:],
+        normalization=data.normalization,
+        recipe=training_recipe(config),
+        provenance=provenance,
+        label_space="logits" if learned else "index",
+    )

@@ -1,0 +1,150 @@
+"""The methods' learnable tensors: initialisation, minibatches, and the random-real baseline.
+
+Synthetic examples are stored class-major: rows c*r .. (c+1)*r - 1 belong to class c. The learnable
+tensors `theta` are a plain dict the hypergradient engine differentiates:
+- rtp (kind memory): `bases` [K, C, H/ds, W/ds] and `addresses` [n_classes*r, K];
+- pixels (kind pixels): `pixels` [n_classes*r, C, H, W];
+- with learned labels also `labels` [n_classes*r, n_classes] (logits, soft targets = softmax).
+Decoding goes through the one decode of `compressdata.params`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from compressdata.params import Layout, get_parameterization
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+KIND_OF_METHOD = {"rtp": "memory", "pixels": "pixels", "random-real": "pixels"}
+
+
+class RealSampler:
+    """Class-balanced random batches from real images (normalised [N, C, H, W] with int labels)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, n_classes: int):
+        self.images = images
+        self.labels = labels.to(images.device)
+        self.by_class = [torch.nonzero(labels.cpu() == c).flatten() for c in range(n_classes)]
+        empty = [c for c, idx in enumerate(self.by_class) if idx.numel() == 0]
+        if empty:
+            raise ValueError(f"the real data have no examples of class(es) {empty}")
+
+    def class_index(self, per_class: int, generator: torch.Generator) -> torch.Tensor:
+        """Rows of `per_class` distinct examples of every class (fewer if a class is smaller)."""
+        picks = [idx[torch.randperm(idx.numel(), generator=generator)[:per_class]]
+                 for idx in self.by_class]
+        return torch.cat(picks)
+
+    def batch(self, per_class: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A class-balanced batch (images, labels) on the images' device."""
+        index = self.class_index(per_class, generator).to(self.images.device)
+        return self.images[index], self.labels[index]
+
+
+@dataclass(frozen=True)
+class SyntheticSet:
+    """Shapes and rules of a method's synthetic set; the tensors themselves live in `theta`."""
+
+    kind: str
+    n_classes: int
+    per_class: int
+    image_size: tuple[int, int]
+    upsample: str = "bilinear"
+
+    @property
+    def size(self) -> int:
+        return self.n_classes * self.per_class
+
+    def hard_labels(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """int64 [N]: the class of every synthetic row."""
+        return torch.arange(self.n_classes, device=device).repeat_interleave(self.per_class)
+
+    def decode(self, theta: dict[str, torch.Tensor], index: torch.Tensor | None = None):
+        """Decoded examples float32 [n, C, H, W] (differentiable in theta)."""
+        names = get_parameterization(self.kind).tensor_names
+        return get_parameterization(self.kind).decode(
+            {n: theta[n] for n in names}, index, self.image_size, self.upsample)
+
+    def targets(self, theta: dict[str, torch.Tensor], index: torch.Tensor) -> torch.Tensor:
+        """Soft targets softmax(labels) with learned labels, else the hard class indices."""
+        if "labels" in theta:
+            return torch.softmax(theta["labels"][index], dim=1)
+        return index // self.per_class
+
+    def sample_index(self, per_class: int, generator: torch.Generator) -> torch.Tensor:
+        """min(per_class, r) distinct rows of every class, drawn from `generator` (CPU int64)."""
+        m = min(per_class, self.per_class)
+        pick = torch.argsort(torch.rand(self.n_classes, self.per_class, generator=generator), dim=1)
+        offsets = torch.arange(self.n_classes).unsqueeze(1) * self.per_class
+        return (pick[:, :m] + offsets).reshape(-1)
+
+    def minibatch(self, theta: dict[str, torch.Tensor], per_class: int, generator: torch.Generator,
+                  augment: Augment | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets) of one inner step: sampled rows, decoded, optionally augmented."""
+        device = next(iter(theta.values())).device
+        index = self.sample_index(per_class, generator).to(device)
+        x = self.decode(theta, index)
+        if augment is not None:
+            x = augment(x, generator)
+        return x, self.targets(theta, index)
+
+
+def init_theta(synthetic: SyntheticSet, layout: Layout, init: str, real: RealSampler | None,
+               generator: torch.Generator, image_shape: tuple[int, int, int]) -> dict[str, torch.Tensor]:
+    """Initial learnable tensors (CPU float32): xavier-uniform noise or fitted to real images.
+
+    memory + real: the r real images per class, downsampled by ds (area average), are approximated
+    by a rank-K truncated SVD: addresses = U sqrt(S), bases = sqrt(S) V^T. pixels + real: real
+    images. random: xavier-uniform (addresses, bases viewed as [K, C*h*w], or pixels [N, C*H*W]).
+    """
+    c, h, w = image_shape
+    if synthetic.kind == "memory":
+        k, ds = layout.n_bases, layout.downsample
+        if init == "real":
+            images = _real_rows(real, synthetic, generator)
+            small = F.avg_pool2d(images, ds).reshape(synthetic.size, -1).double()
+            u, s, vh = torch.linalg.svd(small, full_matrices=False)
+            if s.numel() < k:
+                raise ValueError(f"real init needs at least K={k} synthetic rows, got {s.numel()}")
+            root = s[:k].sqrt()
+            addresses = (u[:, :k] * root).float()
+            bases = (root.unsqueeze(1) * vh[:k]).float().reshape(k, c, h // ds, w // ds)
+        else:
+            bases = _xavier((k, c * (h // ds) * (w // ds)), generator).reshape(k, c, h // ds, w // ds)
+            addresses = _xavier((synthetic.size, k), generator)
+        return {"bases": bases.contiguous(), "addresses": addresses.contiguous()}
+    if init == "real":
+        return {"pixels": _real_rows(real, synthetic, generator).float().contiguous()}
+    return {"pixels": _xavier((synthetic.size, c * h * w), generator).reshape(-1, c, h, w)}
+
+
+def init_labels(synthetic: SyntheticSet, scale: float) -> torch.Tensor:
+    """Learned-label logits initialised to scale * one-hot (float32 [N, n_classes])."""
+    return scale * F.one_hot(synthetic.hard_labels(), synthetic.n_classes).float()
+
+
+def random_real_subset(real: RealSampler, per_class: int,
+                       generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """`per_class` distinct random real examples of every class, class-major (images, labels)."""
+    small = [c for c, idx in enumerate(real.by_class) if idx.numel() < per_class]
+    if small:
+        raise ValueError(f"class(es) {small} have fewer than {per_class} real examples")
+    index = real.class_index(per_class, generator).to(real.images.device)
+    return real.images[index].cpu(), real.labels[index].cpu()
+
+
+def _real_rows(real: RealSampler | None, synthetic: SyntheticSet,
+               generator: torch.Generator) -> torch.Tensor:
+    if real is None:
+        raise ValueError("init='real' needs the real data")
+    images, _ = random_real_subset(real, synthetic.per_class, generator)
+    return images.float()
+
+
+def _xavier(shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    bound = (6.0 / (shape[0] + shape[1])) ** 0.5
+    return (torch.rand(shape, generator=generator) * 2 - 1) * bound

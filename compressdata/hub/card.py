@@ -1,0 +1,298 @@
+"""The dataset card (README.md) of a bank repo and the manifest its YAML front matter carries.
+
+Repo layout, one folder per config:
+
+    README.md                       this card
+    <config>/bank.safetensors       the bank
+    <config>/preview.png            a grid, one row per class
+    <config>/preview/shard-*.tar    webdataset preview shards (the Hub viewer reads these)
+
+The front matter holds the Hub's fields (license, tags, task_categories, source_datasets,
+size_categories, `configs` pointing the viewer at the preview shards) and a `compressdata`
+section: per config, the bank file's path, byte size, sha256 and content checksum. Loading reads
+that section from the same commit as the bank and verifies the download against it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import yaml
+
+from compressdata.bank.memory_bank import MemoryBank
+
+CARD_NAME = "README.md"
+MANIFEST_KEY = "compressdata"
+MANIFEST_FORMAT = "compressdata.hub-repo"
+MANIFEST_VERSION = 1
+DEFAULT_CONFIG = "default"
+CONFIG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                   (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"),
+                   (100_000_000, "10M<n<100M"))
+
+
+def check_config_name(config: str) -> str:
+    """Return `config` if it is a valid config name (letters, digits, `_.-`), else raise."""
+    if not isinstance(config, str) or not CONFIG_NAME.fullmatch(config) or ".." in config:
+        raise ValueError(
+            f"config name must be 1-64 characters of letters, digits, '_', '.', '-' starting with "
+            f"a letter or digit (e.g. 'ipc10'), got {config!r}"
+        )
+    return config
+
+
+def bank_file(config: str) -> str:
+    """Path of a config's bank inside the repo."""
+    return f"{config}/bank.safetensors"
+
+
+def preview_file(config: str) -> str:
+    """Path of a config's preview grid inside the repo."""
+    return f"{config}/preview.png"
+
+
+def preview_shards(config: str) -> str:
+    """Folder of a config's webdataset preview shards inside the repo."""
+    return f"{config}/preview"
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key putting ipc1 < ipc10 < ipc50."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+@dataclass(frozen=True)
+class BankEntry:
+    """One config as the card's manifest records it."""
+
+    config: str
+    path: str
+    size: int
+    sha256: str
+    checksum: str
+    kind: str
+    examples: int
+    classes: int
+    ipc_equivalent: float
+    preview_examples: int
+
+    @classmethod
+    def from_dict(cls, d: Any) -> BankEntry:
+        """Parse one manifest item; raises ValueError naming the bad field."""
+        if not isinstance(d, dict):
+            raise ValueError(f"manifest item must be a mapping, got {type(d).__name__}")
+        types = {"config": str, "path": str, "size": int, "sha256": str, "checksum": str,
+                 "kind": str, "examples": int, "classes": int, "ipc_equivalent": (int, float),
+                 "preview_examples": int}
+        for key, expected in types.items():
+            if not isinstance(d.get(key), expected) or isinstance(d.get(key), bool):
+                raise ValueError(f"manifest field {key!r}: expected {expected}, got {d.get(key)!r}")
+        for key in ("sha256", "checksum"):
+            if not re.fullmatch(r"[0-9a-f]{64}", d[key]):
+                raise ValueError(f"manifest field {key!r}: expected 64 hex digits, got {d[key]!r}")
+        check_config_name(d["config"])
+        return cls(**{key: d[key] for key in types})
+
+
+def entry_for(bank: MemoryBank, config: str, file_bytes: bytes, preview_examples: int
+              ) -> BankEntry:
+    """The manifest entry of `bank` saved as `file_bytes` under `config`, with
+    `preview_examples` decoded examples in its preview shards."""
+    return BankEntry(
+        config=config,
+        path=bank_file(config),
+        size=len(file_bytes),
+        sha256=hashlib.sha256(file_bytes).hexdigest(),
+        checksum=bank.checksum(),
+        kind=bank.kind,
+        examples=len(bank),
+        classes=bank.num_classes,
+        ipc_equivalent=float(bank.storage["ipc_equivalent"]),
+        preview_examples=preview_examples,
+    )
+
+
+def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
+    """(YAML front matter as a dict, body) of a card; ({}, text) when it has none."""
+    match = re.match(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", text, re.DOTALL)
+    if match is None:
+        return {}, text
+    try:
+        data = yaml.safe_load(match.group(1)) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"YAML front matter does not parse: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"YAML front matter must be a mapping, got {type(data).__name__}")
+    return data, text[match.end():]
+
+
+def read_manifest(text: str) -> list[BankEntry]:
+    """The bank entries a card records (ValueError when it is not a compressdata card)."""
+    meta, _ = split_front_matter(text)
+    section = meta.get(MANIFEST_KEY)
+    if not isinstance(section, dict) or section.get("format") != MANIFEST_FORMAT:
+        raise ValueError(
+            f"the card's YAML has no '{MANIFEST_KEY}' section of format '{MANIFEST_FORMAT}' "
+            "(this repo was not published by compressdata push_to_hub)"
+        )
+    if not isinstance(section.get("version"), int) or section["version"] > MANIFEST_VERSION:
+        raise ValueError(
+            f"manifest version {section.get('version')!r} is newer than this reader supports "
+            f"({MANIFEST_VERSION}): upgrade compressdata"
+        )
+    banks = section.get("banks")
+    if not isinstance(banks, list):
+        raise ValueError(f"manifest field 'banks': expected a list, got {banks!r}")
+    entries = [BankEntry.from_dict(item) for item in banks]
+    names = [e.config for e in entries]
+    if len(set(names)) != len(names):
+        raise ValueError(f"manifest lists a config twice: {names}")
+    return entries
+
+
+def size_category(examples: int) -> str:
+    """The Hub's size category for a number of examples."""
+    for bound, label in SIZE_CATEGORIES:
+        if examples < bound:
+            return label
+    return "n>100M"
+
+
+def _source(bank: MemoryBank) -> str | None:
+    source = bank.provenance.get("source")
+    if isinstance(source, dict) and isinstance(source.get("dataset"), str):
+        return source["dataset"]
+    return source if isinstance(source, str) else None
+
+
+def front_matter(
+    banks: Sequence[tuple[BankEntry, MemoryBank]], license: str, pretty_name: str
+) -> dict[str, Any]:
+    """The card's YAML fields for these banks (ordered by config name)."""
+    sources = sorted({s for _, b in banks if (s := _source(b))})
+    return {
+        "license": license,
+        "pretty_name": pretty_name,
+        "tags": ["dataset-distillation", "compressdata", "memory-bank", "synthetic"],
+        "task_categories": ["image-classification"],
+        "source_datasets": sources or ["original"],
+        "size_categories": sorted({size_category(e.examples) for e, _ in banks}),
+        "configs": [
+            {"config_name": e.config,
+             "data_files": [{"split": "train", "path": f"{preview_shards(e.config)}/*.tar"}]}
+            for e, _ in banks
+        ],
+        MANIFEST_KEY: {
+            "format": MANIFEST_FORMAT,
+            "version": MANIFEST_VERSION,
+            "banks": [asdict(e) for e, _ in banks],
+        },
+    }
+
+
+def render_card(
+    repo_id: str,
+    banks: Sequence[tuple[BankEntry, MemoryBank]],
+    license: str = "other",
+) -> str:
+    """The full README.md: YAML front matter then the body (one section per config)."""
+    banks = sorted(banks, key=lambda eb: natural_key(eb[0].config))
+    sources = sorted({s for _, b in banks if (s := _source(b))})
+    pretty = f"{', '.join(sources) or repo_id.split('/')[-1]} memory bank"
+    meta = front_matter(banks, license, pretty)
+    yaml_text = yaml.safe_dump(meta, sort_keys=False, allow_unicode=False, width=1000)
+    several = len(banks) > 1
+    config_arg = f', config="{banks[0][0].config}"' if several else ""
+    lines = [
+        f"# {pretty}",
+        "",
+        f"A **memory bank** distilled from {', '.join(sources) or 'a labelled image dataset'} "
+        "with [compressdata](https://pypi.org/project/compressdata/): a small set of stored "
+        "tensors (for the `memory` kind, K bases shared by all classes plus one address row per "
+        "example; example i = upsample(reshape(addresses[i] @ bases))) that decodes into a "
+        "labelled training set. The evaluation table reports the test accuracy of fresh "
+        "networks trained on it with the recipe below. The bank file is safetensors (no "
+        "pickles) and carries its normalisation, training recipe and provenance.",
+        "",
+        "## Load it",
+        "",
+        "```python",
+        "from compressdata import MemoryDataset, load_memory_bank",
+        f'train_set = MemoryDataset(load_memory_bank("{repo_id}"{config_arg}))',
+        "```",
+        "",
+        "`MemoryDataset` is a drop-in for a torchvision dataset: `train_set[i] -> (image, label)`; "
+        "pass `output=\"pil\", transform=...` to reuse an existing torchvision pipeline.",
+        "",
+        "## Configs",
+        "",
+        "| config | kind | examples | classes | images per class (storage equivalent) "
+        "| file | best accuracy |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for entry, bank in banks:
+        best = max(bank.evaluations, key=lambda e: e.mean, default=None)
+        score = f"{100 * best.mean:.2f}% ({best.architecture})" if best else "not evaluated"
+        lines.append(
+            f"| `{entry.config}` | {entry.kind} | {entry.examples} | {entry.classes} "
+            f"| {entry.ipc_equivalent:g} | `{entry.path}` ({entry.size:,} bytes) | {score} |"
+        )
+    if several:
+        lines += ["", "Several configs: name one with `config=` (e.g. "
+                  f"`load_memory_bank(\"{repo_id}\", config=\"{banks[0][0].config}\")`)."]
+    for entry, bank in banks:
+        lines += ["", *_config_section(entry, bank)]
+    return f"---\n{yaml_text}---\n\n" + "\n".join(lines) + "\n"
+
+
+def _config_section(entry: BankEntry, bank: MemoryBank) -> list[str]:
+    storage = bank.storage
+    c, h, w = bank.image_shape
+    counts = bank.hard_labels().bincount(minlength=bank.num_classes).tolist()
+    norm = bank.normalization
+    lines = [
+        f"## Config `{entry.config}`",
+        "",
+        f"![preview of {entry.config}: one row per class]({preview_file(entry.config)})",
+        "",
+        f"- **Kind**: `{bank.kind}`, {len(bank)} examples of shape [{c}, {h}, {w}], "
+        f"{bank.label_space} labels"
+        + (f", `{bank.upsample}` upsampling" if bank.kind == "memory" else ""),
+        "- **Classes** (examples each): "
+        + ", ".join(f"{name} ({n})" for name, n in zip(bank.classes, counts, strict=True)),
+        f"- **Storage**: {storage['floats_stored']:,} floats (+ {storage['label_values']:,} label "
+        f"values) = the budget of **{storage['ipc_equivalent']:g} real images per class**; "
+        f"file `{entry.path}`, {entry.size:,} bytes",
+        f"- **Normalization**: mean {norm.mean}, std {norm.std}"
+        + (f", ZCA whitening (regularization {norm.zca_regularization})" if norm.uses_zca else ""),
+        f"- **Checksums**: file sha256 `{entry.sha256}`, content (sha256-tensors-v1) "
+        f"`{entry.checksum}`",
+    ]
+    if entry.preview_examples:
+        lines.append(f"- **Preview shards**: `{preview_shards(entry.config)}/*.tar` "
+                     f"({entry.preview_examples} decoded examples, webdataset `.png` + `.cls`)")
+    lines += ["", "### Training recipe", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in bank.recipe.to_dict().items()]
+    lines += ["", "### Evaluation", ""]
+    if bank.evaluations:
+        lines += ["| architecture | networks | epochs | test set | accuracy (mean ± std) |",
+                  "|---|---|---|---|---|"]
+        lines += [
+            f"| {e.architecture} | {e.networks} | {e.epochs} | {e.test} "
+            f"| {100 * e.mean:.2f} ± {100 * e.std:.2f} % |"
+            for e in bank.evaluations
+        ]
+    else:
+        lines.append("No evaluation recorded yet.")
+    lines += ["", "### Provenance", ""]
+    if bank.provenance:
+        lines += ["```json", json.dumps(bank.provenance, indent=2, sort_keys=True), "```"]
+    else:
+        lines.append("No provenance recorded.")
+    return lines

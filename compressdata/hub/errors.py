@@ -1,0 +1,65 @@
+"""Typed errors of Hub publishing and loading; each names the repo, revision and config involved."""
+
+from __future__ import annotations
+
+OFFLINE_HINT = (
+    "if you are offline, load a bank downloaded before: set HF_HUB_OFFLINE=1 to use only the "
+    "local huggingface_hub cache (pass the same cache_dir= as when it was downloaded)"
+)
+
+
+class HubError(RuntimeError):
+    """A Hub operation on a memory-bank repo failed."""
+
+    def __init__(
+        self,
+        problem: str,
+        repo_id: str | None = None,
+        revision: str | None = None,
+        config: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.problem = problem
+        self.repo_id = repo_id
+        self.revision = revision
+        self.config = config
+        self.hint = hint
+        where = repo_id or ""
+        if repo_id and revision:
+            where += f"@{revision}"
+        if config:
+            where += f" (config {config!r})"
+        message = f"{where}: {problem}" if where else problem
+        super().__init__(message + (f"; {hint}" if hint else ""))
+
+
+class HubRepoNotFoundError(HubError):
+    """The dataset repo does not exist, or it is private and the token cannot read it."""
+
+
+class HubRevisionNotFoundError(HubError):
+    """The branch, tag or commit id does not exist in the repo."""
+
+
+class HubConfigError(HubError):
+    """The config asked for is not in the repo, or several exist and none was named."""
+
+
+class HubFileNotFoundError(HubError):
+    """A file the card promises (or the card itself) is missing at that revision."""
+
+
+class HubCardError(HubError):
+    """The repo's README.md is not a readable compressdata card."""
+
+
+class HubConnectionError(HubError):
+    """The Hub could not be reached and the file is not in the local cache."""
+
+
+class HubChecksumError(HubError):
+    """A downloaded bank does not match the checksums its card records (corrupted or tampered)."""
+
+
+class HubPermissionError(HubError):
+    """The token cannot create or write to the repo."""

@@ -1,0 +1,246 @@
+"""The distiller on real Fashion-MNIST: resume is exact, short runs learn, banks are complete,
+and the `distill` / `evaluate` commands refuse bad options with clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from compressdata import load_memory_bank
+from compressdata.data.sources import load_source
+from compressdata.distill.checkpoint import CHECKPOINT_FILE, MetricsLog, load_checkpoint
+from compressdata.distill.cli import main
+from compressdata.distill.config import DistillConfig
+from compressdata.distill.loop import distill
+from compressdata.evaluate import evaluate_bank
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+pytestmark = pytest.mark.skipif(not FMNIST.is_dir(), reason="needs the local Fashion-MNIST files")
+
+# A deliberately tiny run: fast on two shared cores, still every code path of the real thing.
+TINY = DistillConfig(iterations=6, unroll_steps=4, width=8, inner_batch_per_class=4,
+                     real_batch_per_class=4, checkpoint_every=2, seed=3)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Bitwise-reproducible CPU runs and polite use of the shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def train():
+    return load_source("fashion-mnist", "train")
+
+
+@pytest.fixture(scope="module")
+def test_split():
+    return load_source("fashion-mnist", "test")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(train):
+    return distill(TINY, train, progress=False, log=lambda s: None)
+
+
+def _quiet(_):
+    return None
+
+
+def test_ctrl_c_then_resume_equals_uninterrupted(train, uninterrupted, tmp_path):
+    config = replace(TINY, checkpoint_dir=str(tmp_path / "ckpt"))
+
+    def interrupt_after_third(state, metrics):
+        if state.iteration == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        distill(config, train, progress=False, callback=interrupt_after_third, log=_quiet)
+    state, saved = load_checkpoint(config.checkpoint_dir)
+    assert state.iteration == 3  # written on Ctrl-C, not only at the periodic iteration 2
+    assert saved == config.to_dict()
+    resumed = distill(replace(config, resume=True), train, progress=False, log=_quiet)
+    for name, tensor in uninterrupted.tensors.items():
+        assert torch.equal(resumed.tensors[name], tensor), name
+    assert resumed.checksum() == uninterrupted.checksum()
+    log = MetricsLog(Path(config.checkpoint_dir) / "metrics.jsonl").records()
+    assert [r["iteration"] for r in log] == [1, 2, 3, 4, 5, 6]
+
+
+def test_killed_process_resumes_exactly(train, uninterrupted, tmp_path):
+    """SIGKILL a real run after a periodic checkpoint; the resumed bank equals the uninterrupted."""
+    ckpt = tmp_path / "ckpt"
+    config = replace(TINY, checkpoint_dir=str(ckpt))
+    script = (
+        "import json, time, torch\n"
+        "torch.set_num_threads(1)\n"
+        "from compressdata.distill.config import DistillConfig\n"
+        "from compressdata.distill.loop import distill\n"
+        f"config = DistillConfig.from_dict(json.loads({json.dumps(json.dumps(config.to_dict()))}))\n"
+        "distill(config, progress=False, callback=lambda state, metrics: time.sleep(1))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (ckpt / CHECKPOINT_FILE).is_file() and load_checkpoint(ckpt)[0].iteration >= 2:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode()
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done = load_checkpoint(ckpt)[0].iteration
+    assert 2 <= done < TINY.iterations
+    resumed = distill(replace(config, resume=True), train, progress=False, log=_quiet)
+    assert resumed.checksum() == uninterrupted.checksum()
+
+
+def test_checkpoint_is_safetensors_with_canonical_json(train, tmp_path):
+    config = replace(TINY, iterations=2, learn_labels=True, checkpoint_dir=str(tmp_path))
+    distill(config, train, progress=False, log=_quiet)
+    path = tmp_path / CHECKPOINT_FILE
+    with safe_open(path, framework="pt") as f:
+        keys = set(f.keys())
+        meta = f.metadata()
+        rng = f.get_tensor("rng.master")
+    assert keys == {"theta.bases", "theta.addresses", "theta.labels", "momentum.bases",
+                    "momentum.addresses", "momentum.labels", "rng.master"}
+    assert rng.dtype == torch.uint8
+    assert list(meta) == ["compressdata.checkpoint"]
+    raw = meta["compressdata.checkpoint"]
+    assert raw == json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"))
+    assert json.loads(raw)["iteration"] == 2
+    assert not list(tmp_path.glob("*.tmp")), "temporary files left behind"
+
+
+def test_resume_refuses_a_different_configuration(train, tmp_path):
+    config = replace(TINY, iterations=2, checkpoint_dir=str(tmp_path))
+    distill(config, train, progress=False, log=_quiet)
+    with pytest.raises(ValueError, match="different inner_lr, seed"):
+        distill(replace(config, resume=True, seed=4, inner_lr=0.02), train, progress=False,
+                log=_quiet)
+    # more iterations is a legal change: continue from 2 to 3
+    bank = distill(replace(config, resume=True, iterations=3), train, progress=False, log=_quiet)
+    assert bank.provenance["method"]["iterations_done"] == 3
+
+
+def test_short_rtp_run_beats_chance(train, test_split):
+    """Random (xavier) init, 10 outer iterations of BPTT: far above the 10% chance level."""
+    config = DistillConfig(iterations=10, unroll_steps=6, width=16, inner_batch_per_class=8,
+                           real_batch_per_class=16, outer_lr=1.0, seed=0)
+    bank = distill(config, train, progress=False, log=_quiet)
+    result = evaluate_bank(bank, test_split.subset(torch.arange(2000)), networks=1, epochs=30,
+                           width=16, progress=False)
+    assert result.mean > 0.25, result.summary()
+
+
+def test_banks_carry_recipe_provenance_and_storage(train):
+    rtp = distill(replace(TINY, iterations=1, learn_labels=True, budget_ipc=2), train,
+                  progress=False, log=_quiet)
+    assert rtp.kind == "memory" and rtp.label_space == "logits"
+    assert rtp.tensors["bases"].shape == (16, 1, 14, 14)
+    per_class = (2 * 784 * 10 - 16 * 196) // (16 * 10)
+    assert rtp.tensors["addresses"].shape == (10 * per_class, 16)
+    assert rtp.recipe.label_loss == "soft_cross_entropy"
+    assert rtp.storage["floats_stored"] <= 2 * 784 * 10
+    prov = rtp.provenance
+    assert prov["budget_ipc"] == 2 and prov["method"]["name"] == "rtp"
+    assert prov["method"]["hyperparameters"]["unroll_steps"] == TINY.unroll_steps
+    assert prov["source"] == {"dataset": "fashion-mnist", "split": "train", "examples": 60000}
+    assert prov["library"]["version"] and prov["created"].endswith("+00:00")
+
+    pixels = distill(replace(TINY, iterations=1, method="pixels"), train, progress=False,
+                     log=_quiet)
+    assert pixels.kind == "pixels" and len(pixels) == 10
+    assert pixels.hard_labels().tolist() == list(range(10))
+
+    real = distill(replace(TINY, method="random-real", budget_ipc=3), train, progress=False,
+                   log=_quiet)
+    assert real.kind == "pixels" and len(real) == 30
+    # random-real stores real images: each equals some training image exactly
+    first = real.decode(torch.tensor([0]))[0]
+    assert (train.images == first).flatten(1).all(1).any()
+
+
+def test_zca_bank_carries_its_whitening(train):
+    bank = distill(replace(TINY, iterations=1, zca=True), train, progress=False, log=_quiet)
+    assert bank.normalization.uses_zca
+    assert bank.normalization.zca_whiten.shape == (784, 784)
+
+
+def test_cli_distill_then_evaluate_and_record(tmp_path, capsys):
+    out = tmp_path / "real.safetensors"
+    assert main(["distill", "--method", "random-real", "--budget-ipc", "1", "--out", str(out),
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "pixels: 1 examples per class" in printed and "wrote" in printed
+    assert main(["evaluate", str(out), "--test", "fashion-mnist", "--networks", "1",
+                 "--epochs", "2", "--width", "8", "--record", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "accuracy" in printed and "+-" in printed and "recorded" in printed
+    bank = load_memory_bank(out)
+    assert len(bank.evaluations) == 1 and bank.evaluations[0].epochs == 2
+    assert 0.0 <= bank.evaluations[0].mean <= 1.0
+
+
+def test_cli_distill_rtp_prints_layout_and_writes_checkpoints(tmp_path, capsys):
+    out = tmp_path / "rtp.safetensors"
+    args = ["distill", "--out", str(out), "--iterations", "2", "--unroll-steps", "3",
+            "--width", "8", "--inner-batch", "2", "--real-batch", "2", "--no-progress"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "K=16 bases at ds=2, 29 examples per class" in printed
+    assert (tmp_path / "rtp.safetensors.ckpt" / CHECKPOINT_FILE).is_file()
+    assert load_memory_bank(out).kind == "memory"
+    assert main(args) == 1
+    assert "exists; pass --force" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--budget-ipc", "0"], "budget_ipc must be a positive number"),
+    (["--budget-ipc", "0.2"], "budget too small for memory"),
+    (["--downsample", "3"], "downsample 3 does not divide the image size 28x28"),
+    (["--unroll-steps", "0"], "unroll_steps must be a positive int"),
+    (["--inner-momentum", "1.5"], "inner_momentum must be in [0, 1)"),
+    (["--source", "no-such-data"], "unknown source 'no-such-data'"),
+    (["--resume", "--no-checkpoints"], "resume needs a checkpoint directory"),
+    (["--resume"], "no checkpoint to resume from"),
+    (["--dsa", "--dsa-strategy", "flip_spin"], "unknown ops ['spin']"),
+    (["--method", "random-real", "--learn-labels"], "random-real does no optimisation"),
+    (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "tpu"],
+     "device"),
+])
+def test_cli_bad_options_give_clear_errors(tmp_path, capsys, args, message):
+    out = tmp_path / "x.safetensors"
+    assert main(["distill", "--out", str(out), "--iterations", "1", "--no-progress", *args]) == 1
+    err = capsys.readouterr().err
+    assert "compressdata distill: error:" in err and message in err, err
+    assert not out.exists()
+
+
+def test_cli_bad_out_and_bad_evaluate_options(tmp_path, capsys):
+    assert main(["distill", "--out", str(tmp_path / "missing" / "x.safetensors")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["distill", "--out", "x.safetensors", "--method", "magic"])
+    assert "invalid choice: 'magic'" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "nope.safetensors"), "--test", "fashion-mnist",
+                 "--record"]) == 1
+    assert "--record writes into a local bank file" in capsys.readouterr().err
+    assert main(["evaluate", "x.safetensors", "--test", "fashion-mnist", "--networks", "0"]) == 1
+    assert "--networks must be >= 1" in capsys.readouterr().err
