@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 
 from compressdata.errors import BankFormatError
+from compressdata.hub.cli import add_hub_commands
+from compressdata.hub.errors import HubError
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -53,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", type=int, default=10, help="examples shown per class")
     p.add_argument("--scale", type=int, default=2, help="pixel magnification")
     p.set_defaults(func=_cmd_preview)
+
+    add_hub_commands(sub)
     return parser
 
 
@@ -61,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (BankFormatError, FileNotFoundError, ValueError) as e:
+    except (BankFormatError, HubError, FileNotFoundError, ValueError) as e:
         print(f"compressdata {args.command}: error: {e}", file=sys.stderr)
         return 1
 

@@ -176,6 +176,9 @@ def test_accuracy(model: nn.Module, test: RealData, device: torch.device | str |
     return correct / max(len(test), 1)
 
 
+test_accuracy.__test__ = False  # a library function, not a pytest test, wherever it is imported
+
+
 def evaluate_tensors(
     images: torch.Tensor,
     targets: torch.Tensor,

@@ -138,7 +138,7 @@ class MLP(nn.Module):
         super().__init__()
         sizes = [in_features] + [width] * (depth - 1)
         layers: list[nn.Module] = []
-        for a, b in zip(sizes[:-1], sizes[1:]):
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
             layers += [nn.Linear(a, b), nn.ReLU()]
         self.hidden = nn.Sequential(nn.Flatten(), *layers)
         self.classifier = nn.Linear(sizes[-1], num_classes)

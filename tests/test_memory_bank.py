@@ -279,14 +279,16 @@ def test_decode_pixels_of_a_memory_bank_of_real_images():
 
 
 def test_decode_pixels_inverts_zca_on_real_images(tmp_path):
+    """ZCA fitted on 500 real images (pooled to 14x14 to keep the whitening matrix small)."""
     images, labels = fashion_mnist(500)
+    images = F.avg_pool2d(images, 2)
     normalised = ((images - MEAN[0]) / STD[0]).reshape(500, -1).double()
     zca_mean = normalised.mean(dim=0)
     eigenvalues, vectors = torch.linalg.eigh(torch.cov(normalised.T))
     whiten = vectors @ torch.diag(1 / torch.sqrt(eigenvalues.clamp(min=0) + 0.1)) @ vectors.T
     norm = Normalization(MEAN, STD, zca_regularization=0.1, zca_mean=zca_mean.float(), zca_whiten=whiten.float())
     whitened = norm.apply(images[:40])
-    expected = ((normalised[:40] - zca_mean) @ whiten).reshape(40, 1, 28, 28).float()
+    expected = ((normalised[:40] - zca_mean) @ whiten).reshape(40, 1, 14, 14).float()
     torch.testing.assert_close(whitened, expected, rtol=1e-4, atol=1e-4)
     bank = MemoryBank(pixels=whitened, labels=labels[:40], classes=CLASSES, normalization=norm)
     save_memory_bank(bank, tmp_path / "bank.safetensors")
@@ -388,6 +390,8 @@ def test_storage_of_a_budgeted_memory_layout():
     ({"bases": torch.randn(8, 1, 14, 14)}, "cannot tell the kind"),
     ({"pixels": torch.randn(20, 1, 28, 28), "classes": ["a"] * 10}, "unique"),
     ({"pixels": torch.randn(20, 1, 28, 28), "labels": torch.randn(20, 3)}, "tensor 'labels'"),
+    ({"pixels": torch.randn(20, 1, 28, 28), "labels": torch.arange(20) % 10 + 0.7, "label_space": "index"},
+     "needs integer class indices"),
     ({"bases": torch.randn(8, 1, 14, 14), "addresses": torch.randn(20, 8), "upsample": "bicubic"}, "upsample"),
     ({"pixels": torch.randn(20, 1, 28, 28), "normalization": Normalization([0.5, 0.5], [0.2, 0.2])},
      "one entry per channel"),

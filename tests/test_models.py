@@ -92,7 +92,7 @@ def test_seeded_init_is_reproducible():
     a = build_model("convnet", 1, 10, 28, width=8)
     torch.manual_seed(3)
     b = build_model("convnet", 1, 10, 28, width=8)
-    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert ka == kb and torch.equal(va, vb)
 
 

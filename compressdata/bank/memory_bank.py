@@ -60,6 +60,9 @@ class MemoryBank:
         labels = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(labels)
         if label_space is None:
             label_space = "probabilities" if labels.is_floating_point() else "index"
+        if label_space == "index" and labels.is_floating_point():
+            got = str(labels.dtype).removeprefix("torch.")  # casting would silently truncate 2.9 to 2
+            raise BankFormatError(f"labels: label_space 'index' needs integer class indices, got {got}")
         self.label_space = label_space
         self.labels = labels.detach().to(torch.int64 if label_space == "index" else torch.float32)
         self.classes = list(classes)
@@ -220,6 +223,29 @@ class MemoryBank:
             tasks=meta.get("tasks"),
             extra_metadata={k: v for k, v in meta.items() if k not in _KNOWN_KEYS},
         )
+
+    # ---- Hub and exports ---------------------------------------------------------------------
+    def push_to_hub(self, repo_id: str, config: str | None = None, private: bool = False,
+                    revision: str | None = None, commit_message: str | None = None,
+                    token: str | None = None, **kwargs: Any):
+        """Publish this bank (file, dataset card, preview PNG, webdataset preview shards) to a Hub
+        dataset repo, as config `config`; see `compressdata.hub.push_to_hub`."""
+        from compressdata.hub.publish import push_to_hub
+
+        return push_to_hub(self, repo_id, config=config, private=private, revision=revision,
+                           commit_message=commit_message, token=token, **kwargs)
+
+    def to_hf_dataset(self, lazy: bool = False):
+        """A `datasets.Dataset` with image and ClassLabel features (lazy: decoded on access)."""
+        from compressdata.data.export import to_hf_dataset
+
+        return to_hf_dataset(self, lazy=lazy)
+
+    def export_webdataset(self, pattern: str, maxcount: int = 10_000) -> list[str]:
+        """Write webdataset shards (`.png` + `.cls`, `.npy` soft labels); returns the shard paths."""
+        from compressdata.data.export import export_webdataset
+
+        return export_webdataset(self, pattern, maxcount=maxcount)
 
     def __repr__(self) -> str:
         return (f"MemoryBank(kind={self.kind!r}, examples={len(self)}, image_shape={self.image_shape}, "

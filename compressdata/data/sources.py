@@ -42,7 +42,7 @@ class Preset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     classes: tuple[str, ...] | None  # None: the source's own names
-    idx_folder: str | None = None  # default local IDX folder (MNIST layout only)
+    idx_folder: str | None = None  # local IDX folder used when no root is given
 
 
 _DIGITS = tuple(str(d) for d in range(10))
@@ -52,7 +52,7 @@ PRESETS: dict[str, Preset] = {
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
          "Bag", "Ankle boot"),
         "/usr/share/datasets/fashion-mnist"),
-    "mnist": Preset("MNIST", (0.1307,), (0.3081,), _DIGITS, "/usr/share/datasets/mnist"),
+    "mnist": Preset("MNIST", (0.1307,), (0.3081,), _DIGITS),
     "cifar10": Preset(
         "CIFAR10", (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010),
         ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
@@ -158,7 +158,8 @@ class RealData:
     def subset(self, index: torch.Tensor | Sequence[int] | slice) -> RealData:
         """The examples at `index` (same classes, name, split and normalisation)."""
         if not isinstance(index, slice):
-            index = torch.as_tensor(index, dtype=torch.int64)
+            index = torch.as_tensor(index)
+            index = index if index.dtype == torch.bool else index.to(torch.int64)
         return RealData(self.pixels[index], self.labels[index], list(self.classes), self.name,
                         self.split, self.normalization)
 
@@ -276,7 +277,7 @@ def _load_preset(name: str, split: str, root: str | os.PathLike | None, download
     _check_train_test(split, name)
     folder = Path(root) if root is not None else (
         Path(preset.idx_folder) if preset.idx_folder else None)
-    if preset.idx_folder and folder is not None and find_idx_files(folder, split):
+    if folder is not None and find_idx_files(folder, split):
         return load_idx_folder(folder, split, name=name, classes=preset.classes, preset=preset)
     return _load_torchvision(preset.torchvision_class, split, root, download, name=name,
                              classes=preset.classes, preset=preset)

@@ -188,7 +188,8 @@ def outer_iteration(run: _Run, state: DistillState) -> tuple[DistillState, dict[
     generator.set_state(state.rng)
     seeds = torch.randint(0, _SEED_BOUND, (config.unroll_steps + 3,), generator=generator).tolist()
     net_seed, real_seed, augment_seed, step_seeds = seeds[0], seeds[1], seeds[2], seeds[3:]
-    module, params = fresh_network(config, run.data, net_seed, run.device)
+    module, params = fresh_network(config, run.data.image_shape, run.data.num_classes,
+                                   net_seed, run.device)
     augment = _augment(config, augment_seed)
     x_real, y_real = run.real.batch(config.real_batch_per_class,
                                     torch.Generator().manual_seed(real_seed))
@@ -232,13 +233,13 @@ def outer_sgd_step(theta: dict[str, torch.Tensor], grads: dict[str, torch.Tensor
     return new_theta, new_momentum, norm
 
 
-def fresh_network(config: DistillConfig, data: RealData, seed: int, device: torch.device
-                  ) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+def fresh_network(config: DistillConfig, image_shape: tuple[int, int, int], num_classes: int,
+                  seed: int, device: torch.device) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """A newly initialised network drawn from `seed` (the global RNG is left as it was)."""
-    c, h, w = data.image_shape
+    c, h, w = image_shape
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        module = build_model(config.arch, c, data.num_classes, (h, w), width=config.width,
+        module = build_model(config.arch, c, num_classes, (h, w), width=config.width,
                              depth=config.depth, norm=config.norm)
     module = module.to(device).train()
     return module, {k: p.detach() for k, p in module.named_parameters()}

@@ -1,0 +1,295 @@
+"""Benchmarks of the distiller; prints markdown tables (see docs/benchmarks.md for the protocols).
+
+(a) `--part memory`: peak memory and time of ONE outer iteration's hypergradient, reverse pass
+    (`reverse_hypergradient`) vs plain autograd through the unroll (`naive_unroll_hypergradient`),
+    at several unroll lengths T, on Fashion-MNIST shapes. Every measurement runs in a fresh
+    subprocess. Peak memory: on CUDA torch.cuda.max_memory_allocated; on CPU the process's peak
+    RSS (VmHWM of /proc/self/status, reset through /proc/self/clear_refs just before the
+    hypergradient, so data loading does not count) minus its RSS then. Also reported on both:
+    the peak bytes held by autograd graphs (saved tensors, counted through
+    torch.autograd.graph.saved_tensors_hooks, each storage once) plus the reverse pass's stored
+    weight copies.
+(b) `--part protocol`: Fashion-MNIST at budget IPC 1 and 10 for random-real, pixels and rtp; each
+    bank is evaluated on fresh networks and the rows are printed as they finish. The default is
+    the CPU protocol (narrow ConvNet, short unrolls, few iterations); `--full` is the GPU protocol.
+
+    python tools/bench_distill.py --part memory --unroll 50 150
+    python tools/bench_distill.py --part protocol --ipc 1 --methods random-real pixels rtp
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import gc
+import re
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from compressdata.data.sources import load_source
+from compressdata.distill.bptt import naive_unroll_hypergradient, reverse_hypergradient
+from compressdata.distill.config import DistillConfig
+from compressdata.distill.loop import distill, fresh_network
+from compressdata.distill.methods import RealSampler, SyntheticSet, init_theta
+from compressdata.evaluate import evaluate_bank
+from compressdata.params import layout_for_budget
+
+ENGINES = {"reverse": reverse_hypergradient, "naive": naive_unroll_hypergradient}
+
+# CPU protocol: what fits in <= ~30 minutes a row on two cores.
+CPU_PROTOCOL = dict(width=16, unroll_steps=10, iterations=300, inner_batch_per_class=10,
+                    real_batch_per_class=32, init="real", outer_lr=0.1)
+# GPU protocol: ConvNet-128, long unrolls, thousands of iterations (REFERENCE section 1).
+FULL_PROTOCOL = dict(width=128, unroll_steps=150, iterations=5000, inner_batch_per_class=32,
+                     real_batch_per_class=64, init="random", outer_lr=0.1)
+N_BASES = {1: 16, 10: 64, 50: 64}
+
+
+class SavedTensorMeter:
+    """Peak bytes of tensors held by autograd graphs while active (each storage counted once)."""
+
+    def __init__(self) -> None:
+        self.live = 0
+        self.peak = 0
+        self._refs: dict[int, int] = {}
+
+    def _release(self, key: int, nbytes: int) -> None:
+        self._refs[key] -= 1
+        if self._refs[key] == 0:
+            del self._refs[key]
+            self.live -= nbytes
+
+    def pack(self, t: torch.Tensor):
+        storage = t.untyped_storage()
+        key, nbytes = storage.data_ptr(), storage.nbytes()
+        if key not in self._refs:
+            self._refs[key] = 0
+            self.live += nbytes
+            self.peak = max(self.peak, self.live)
+        self._refs[key] += 1
+        return _Held(t, lambda: self._release(key, nbytes))
+
+    @staticmethod
+    def unpack(held):
+        return held.tensor
+
+    def hooks(self):
+        return torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
+
+
+class _Held:
+    __slots__ = ("tensor", "_on_free")
+
+    def __init__(self, tensor: torch.Tensor, on_free) -> None:
+        self.tensor = tensor
+        self._on_free = on_free
+
+    def __del__(self) -> None:
+        self._on_free()
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"{field}:\s+(\d+) kB", f.read()).group(1))
+
+
+def _reset_peak_rss() -> None:
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS (Linux /proc/PID/clear_refs)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _memory_child(engine: str, steps: int, width: int, per_class: int, device: str) -> dict:
+    """One measurement (runs in a fresh process): time, peak memory, graph bytes."""
+    dev = torch.device(device)
+    data = load_source("fashion-mnist", "train")
+    layout = layout_for_budget("memory", 1, data.num_classes, data.image_shape)
+    synthetic = SyntheticSet("memory", data.num_classes, layout.per_class, data.image_shape[1:])
+    gen = torch.Generator().manual_seed(0)
+    theta = {k: v.to(dev) for k, v in
+             init_theta(synthetic, layout, "random", None, gen, data.image_shape).items()}
+    real = RealSampler(data.images, data.labels, data.num_classes)
+    x_real, y_real = (t.to(dev) for t in real.batch(64, gen))
+    del data, real
+    config = DistillConfig(width=width)
+    module, params = fresh_network(config, (1, 28, 28), 10, 0, dev)
+    seeds = list(range(steps))
+
+    def outer(w):
+        return F.cross_entropy(functional_call(module, w, (x_real,)), y_real)
+
+    def batch_fn(th, t, g):
+        return synthetic.minibatch(th, per_class, g)
+
+    def run():
+        return ENGINES[engine](module, params, theta, batch_fn, outer, steps=steps, seeds=seeds)
+
+    param_bytes = sum(p.numel() * p.element_size() for p in params.values())
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        gc.collect()
+        _reset_peak_rss()
+        base = _status_kib("VmRSS") * 1024
+    started = time.perf_counter()
+    result = run()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = _status_kib("VmHWM") * 1024 - base
+    seconds = time.perf_counter() - started
+    meter = SavedTensorMeter()
+    with meter.hooks():
+        run()
+    stored = param_bytes * steps if engine == "reverse" else 0
+    return {"engine": engine, "steps": steps, "seconds": seconds, "peak_bytes": peak,
+            "graph_bytes": meter.peak, "stored_bytes": stored, "loss": float(result.loss),
+            "grad_norm": float(sum(g.double().pow(2).sum() for g in result.grads.values()) ** 0.5),
+            "device": str(dev), "memory_measure": "cuda max_memory_allocated" if dev.type ==
+            "cuda" else "peak RSS (VmHWM, reset before) - RSS before"}
+
+
+def memory_table(args: argparse.Namespace) -> list[dict]:
+    rows = []
+    for steps in args.unroll:
+        for engine in ("reverse", "naive"):
+            cmd = [sys.executable, __file__, "--child", engine, str(steps), str(args.width),
+                   str(args.inner_batch), args.device, "--threads", str(args.threads or 0)]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode != 0:
+                rows.append({"engine": engine, "steps": steps, "error": out.stderr.strip()[-300:]})
+            else:
+                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            _print_memory_row(rows[-1], header=len(rows) == 1, args=args)
+    return rows
+
+
+def _mib(b: float) -> str:
+    return f"{b / 2**20:.1f}"
+
+
+def _print_memory_row(r: dict, header: bool, args: argparse.Namespace) -> None:
+    if header:
+        print(f"\n(a) one hypergradient, rtp IPC 1 (290 examples), ConvNet width {args.width}, "
+              f"{args.inner_batch} synthetic/class/step, real batch 640, device {args.device}\n")
+        print("| T | engine | seconds | peak memory MiB | graph MiB | stored weights MiB |")
+        print("|---|---|---|---|---|---|")
+    if "error" in r:
+        print(f"| {r['steps']} | {r['engine']} | failed: {r['error']} | | | |")
+    else:
+        print(f"| {r['steps']} | {r['engine']} | {r['seconds']:.1f} | {_mib(r['peak_bytes'])} | "
+              f"{_mib(r['graph_bytes'])} | {_mib(r['stored_bytes'])} |", flush=True)
+
+
+def protocol_table(args: argparse.Namespace) -> list[dict]:
+    settings = dict(FULL_PROTOCOL if args.full else CPU_PROTOCOL)
+    for key in ("width", "unroll_steps", "iterations", "outer_lr", "init"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    train = load_source("fashion-mnist", "train")
+    test = load_source("fashion-mnist", "test")
+    print(f"\n(b) Fashion-MNIST protocol ({'full GPU' if args.full else 'CPU'}): {settings}, "
+          f"evaluation: {args.networks} fresh ConvNet-{settings['width']} per bank, "
+          f"{args.eval_epochs} epochs, full test split\n")
+    print("| IPC | method | layout | examples | floats | distill s | accuracy % (mean +- std) |")
+    print("|---|---|---|---|---|---|---|", flush=True)
+    rows = []
+    for ipc in args.ipc:
+        for method in args.methods:
+            config = DistillConfig(method=method, budget_ipc=ipc, seed=args.seed,
+                                   n_bases=N_BASES.get(ipc, 16), device=args.device,
+                                   eval_every=args.eval_every, **{
+                                       k: v for k, v in settings.items()
+                                       if method != "random-real" or k in ("width",)})
+            if method == "random-real":
+                config = replace(config, iterations=1)
+            if args.checkpoint_root:
+                config = replace(config, checkpoint_dir=str(
+                    Path(args.checkpoint_root) / f"ipc{ipc}-{method}"), resume=args.resume)
+            started = time.perf_counter()
+            bank = distill(config, train, progress=args.progress, log=lambda s: None)
+            seconds = time.perf_counter() - started
+            result = evaluate_bank(bank, test, networks=args.networks, epochs=args.eval_epochs,
+                                   width=settings["width"], device=args.device, seed=args.seed,
+                                   progress=args.progress)
+            bank.add_evaluation(result)
+            if args.out_dir:
+                Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+                bank.save(Path(args.out_dir) / f"fmnist-ipc{ipc}-{method}.safetensors")
+            layout = bank.provenance["layout"]
+            desc = (f"K={layout['n_bases']} ds={layout['downsample']} r={layout['per_class']}"
+                    if bank.kind == "memory" else f"{layout['per_class']}/class")
+            row = {"ipc": ipc, "method": method, "layout": desc, "examples": len(bank),
+                   "floats": bank.storage["floats_stored"], "distill_seconds": seconds,
+                   "accuracies": result.accuracies, "mean": result.mean, "std": result.std}
+            rows.append(row)
+            print(f"| {ipc} | {method} | {desc} | {len(bank)} | {row['floats']} | "
+                  f"{seconds:.0f} | {100 * result.mean:.2f} +- {100 * result.std:.2f} |",
+                  flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--part", choices=("memory", "protocol", "all"), default="all")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--json", default=None, help="also write all rows to this JSON file")
+    g = p.add_argument_group("(a) memory")
+    g.add_argument("--unroll", type=int, nargs="+", default=[50, 150])
+    g.add_argument("--width", type=int, default=None, help="ConvNet width ((a) default 16)")
+    g.add_argument("--inner-batch", type=int, default=10, help="synthetic per class per step")
+    g = p.add_argument_group("(b) protocol")
+    g.add_argument("--full", action="store_true", help="the GPU protocol (ConvNet-128, T=150)")
+    g.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
+    g.add_argument("--methods", nargs="+", default=["random-real", "pixels", "rtp"],
+                   choices=("random-real", "pixels", "rtp"))
+    g.add_argument("--iterations", type=int, default=None)
+    g.add_argument("--unroll-steps", type=int, default=None)
+    g.add_argument("--outer-lr", type=float, default=None)
+    g.add_argument("--init", choices=("random", "real"), default=None)
+    g.add_argument("--networks", type=int, default=5)
+    g.add_argument("--eval-epochs", type=int, default=300)
+    g.add_argument("--eval-every", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out-dir", default=None, help="save the evaluated banks here")
+    g.add_argument("--checkpoint-root", default=None, help="checkpoint each row here")
+    g.add_argument("--resume", action="store_true", help="resume rows from --checkpoint-root")
+    g.add_argument("--progress", action="store_true")
+    p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.child:
+        engine, steps, width, per_class, device = args.child
+        print(json.dumps(_memory_child(engine, int(steps), int(width), int(per_class), device)))
+        return 0
+    rows: dict[str, list[dict]] = {}
+    if args.part in ("memory", "all"):
+        rows["memory"] = memory_table(replace_width(args, 16))
+    if args.part in ("protocol", "all"):
+        rows["protocol"] = protocol_table(args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def replace_width(args: argparse.Namespace, default: int) -> argparse.Namespace:
+    """A copy of args whose width is set ((a) uses its own default)."""
+    copy = argparse.Namespace(**vars(args))
+    copy.width = args.width or default
+    return copy
+
+
+if __name__ == "__main__":
+    sys.exit(main())
