@@ -111,8 +111,11 @@ def test_killed_process_resumes_exactly(train, uninterrupted, tmp_path):
 
 
 def test_checkpoint_is_safetensors_with_canonical_json(train, tmp_path):
-    config = replace(TINY, iterations=2, learn_labels=True, checkpoint_dir=str(tmp_path))
+    config = replace(TINY, iterations=2, learn_labels=True, checkpoint_dir=str(tmp_path),
+                     eval_every=2, eval_epochs=1)
     distill(config, train, progress=False, log=_quiet)
+    log = MetricsLog(tmp_path / "metrics.jsonl").records()
+    assert "eval_accuracy" not in log[0] and 0.0 <= log[1]["eval_accuracy"] <= 1.0
     path = tmp_path / CHECKPOINT_FILE
     with safe_open(path, framework="pt") as f:
         keys = set(f.keys())
@@ -223,6 +226,7 @@ def test_cli_distill_rtp_prints_layout_and_writes_checkpoints(tmp_path, capsys):
     (["--resume"], "no checkpoint to resume from"),
     (["--dsa", "--dsa-strategy", "flip_spin"], "unknown ops ['spin']"),
     (["--method", "random-real", "--learn-labels"], "random-real does no optimisation"),
+    (["--amp", "--device", "cpu"], "amp (mixed precision) needs a CUDA device"),
     (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "tpu"],
      "device"),
 ])

@@ -20,8 +20,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import gc
+import json
 import re
 import subprocess
 import sys

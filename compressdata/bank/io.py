@@ -42,7 +42,8 @@ def parse_bank_bytes(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, An
         raise BankFormatError(f"truncated: {len(data)} bytes, a safetensors file needs at least 8")
     (header_len,) = struct.unpack("<Q", data[:8])
     if header_len > MAX_HEADER_BYTES:
-        raise BankFormatError(f"header of {header_len} bytes exceeds the limit of {MAX_HEADER_BYTES}")
+        hint = _foreign_hint(data)
+        raise BankFormatError(f"header of {header_len} bytes exceeds the limit of {MAX_HEADER_BYTES}{hint}")
     if 8 + header_len > len(data):
         raise BankFormatError(f"truncated: header says {header_len} bytes, file has {len(data) - 8} after the length")
     try:
@@ -58,6 +59,13 @@ def parse_bank_bytes(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, An
     except (SafetensorError, ValueError, RuntimeError) as e:
         raise BankFormatError(f"safetensors could not decode the file: {e}") from None
     return tensors, meta
+
+
+def _foreign_hint(data: bytes) -> str:
+    """A hint when the bytes look like a torch.save zip or a pickle (never unpickled here)."""
+    if data.startswith(b"PK\x03\x04") or data[:1] == b"\x80":
+        return " (this looks like a torch.save/pickle file, which compressdata refuses and never unpickles)"
+    return ""
 
 
 def _metadata(raw: Any) -> dict[str, Any]:

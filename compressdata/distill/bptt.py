@@ -151,7 +151,7 @@ def reverse_hypergradient(
     theta_leaf = {k: t.detach().requires_grad_(True) for k, t in theta.items()}
     dtheta = {k: torch.zeros_like(t) for k, t in theta_leaf.items()}
     dv = {k: torch.zeros_like(p) for k, p in dw.items()}
-    dlr = torch.zeros((), dtype=torch.float64)
+    dlr = torch.zeros((), dtype=torch.float64, device=next(iter(dw.values())).device)
     for t in reversed(range(steps)):
         # adjoint of v_{t+1}: from w_{t+1} = w_t - lr * v_{t+1} and from v_{t+2} = mu * v_{t+1} + ...
         dv = {k: dv[k] - lr_value * dw[k] for k in names}

@@ -100,6 +100,8 @@ def distill(config: DistillConfig, data: RealData | None = None, *, progress: bo
     """
     config.validate()
     device = resolve_device(config.device)
+    if config.amp and device.type != "cuda":
+        raise ValueError(f"amp (bfloat16 autocast) is for CUDA devices; this run is on {device}")
     data = prepare_source(config, data)
     kind = KIND_OF_METHOD[config.method]
     layout = layout_for_budget(kind, config.budget_ipc, data.num_classes, data.image_shape,
@@ -298,7 +300,7 @@ def _bank(config: DistillConfig, data: RealData, layout: Layout, theta: dict[str
     learned = labels.is_floating_point()
     hyper = {k: v for k, v in config.to_dict().items()
              if k not in RESUMABLE_CHANGES or k == "iterations"}
-    hyper["init"] = config.resolved_init if config.method != "random-real" else "real"
+    hyper["init"] = config.resolved_init
     provenance = {
         "source": {"dataset": data.name, "split": data.split, "examples": len(data)},
         "method": {"name": config.method, "hyperparameters": hyper,
