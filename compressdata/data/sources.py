@@ -240,8 +240,9 @@ def load_source(
     """Load split `split` of a real source as `RealData` (see the module docstring for names).
 
     normalization=None uses the preset's standard mean/std, or for other sources the per-channel
-    mean/std of the loaded split. `root` is where presets and torchvision classes look for (or,
-    with download=True, put) their files.
+    mean/std of the loaded split. `root`: for presets, a folder holding the MNIST-layout IDX files
+    (else the torchvision root); for torchvision classes, the root they read (or, with
+    download=True, download) into; default ~/.cache/compressdata/data.
     """
     if not isinstance(name_or_path, str) or not name_or_path:
         raise ValueError(f"source must be a non-empty string; got {name_or_path!r}")
