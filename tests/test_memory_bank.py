@@ -4,12 +4,10 @@ storage accounting. Pixel-space checks use real Fashion-MNIST images read from t
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -27,22 +25,9 @@ from compressdata import (
 )
 from compressdata.params import layout_for_budget
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
            "Ankle boot"]
 MEAN, STD = [0.2860], [0.3530]
-
-
-def fashion_mnist(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first n test images as float32 [n, 1, 28, 28] in [0, 1], and their int64 labels."""
-    with gzip.open(FASHION / "t10k-images-idx3-ubyte.gz") as f:
-        raw = f.read(16 + n * 784)
-    with gzip.open(FASHION / "t10k-labels-idx1-ubyte.gz") as f:
-        labels = f.read(8 + n)
-    assert int.from_bytes(raw[:4], "big") == 2051 and int.from_bytes(labels[:4], "big") == 2049
-    images = np.frombuffer(raw, np.uint8, offset=16).reshape(n, 1, 28, 28) / 255.0
-    targets = np.frombuffer(labels, np.uint8, offset=8).astype(np.int64)
-    return torch.from_numpy(images).float(), torch.from_numpy(targets)
 
 
 def extras() -> dict:
@@ -257,8 +242,8 @@ def test_lowrank_and_pixels_decode_follow_the_formula():
 # ---- the pixel space, on real Fashion-MNIST ------------------------------------------------------
 
 
-def test_decode_pixels_inverts_mean_std_on_real_images(tmp_path):
-    images, labels = fashion_mnist(64)
+def test_decode_pixels_inverts_mean_std_on_real_images(tmp_path, fashion_mnist_test):
+    images, labels = fashion_mnist_test.float_pixels[:64], fashion_mnist_test.labels[:64]
     normalised = (images - MEAN[0]) / STD[0]
     bank = MemoryBank(pixels=normalised, labels=labels, classes=CLASSES, normalization=Normalization(MEAN, STD))
     save_memory_bank(bank, tmp_path / "bank.safetensors")
@@ -269,18 +254,18 @@ def test_decode_pixels_inverts_mean_std_on_real_images(tmp_path):
     assert float((bank.decode() - images).abs().max()) > 0.5  # the two spaces really differ
 
 
-def test_decode_pixels_of_a_memory_bank_of_real_images():
+def test_decode_pixels_of_a_memory_bank_of_real_images(fashion_mnist_test):
     """Bases are normalised real images at full size, addresses pick one base each."""
-    images, _ = fashion_mnist(10)
+    images = fashion_mnist_test.float_pixels[:10]
     bases = (images - MEAN[0]) / STD[0]
     bank = MemoryBank(bases=bases, addresses=torch.eye(10).repeat(2, 1), labels=torch.arange(20) % 10,
                       classes=CLASSES, normalization=Normalization(MEAN, STD))
     torch.testing.assert_close(bank.decode_pixels(), images.repeat(2, 1, 1, 1), rtol=0, atol=1e-6)
 
 
-def test_decode_pixels_inverts_zca_on_real_images(tmp_path):
+def test_decode_pixels_inverts_zca_on_real_images(tmp_path, fashion_mnist_test):
     """ZCA fitted on 500 real images (pooled to 14x14 to keep the whitening matrix small)."""
-    images, labels = fashion_mnist(500)
+    images, labels = fashion_mnist_test.float_pixels[:500], fashion_mnist_test.labels[:500]
     images = F.avg_pool2d(images, 2)
     normalised = ((images - MEAN[0]) / STD[0]).reshape(500, -1).double()
     zca_mean = normalised.mean(dim=0)

@@ -28,21 +28,10 @@ N = 200
 UINT8_TOLERANCE = 0.5 / 255 / STD[0] + 1e-5  # one rounding to uint8, seen through Normalize
 
 
-def fashion_mnist(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first n test images as float32 [n, 1, 28, 28] in [0, 1], and their int64 labels."""
-    with gzip.open(FASHION / "t10k-images-idx3-ubyte.gz") as f:
-        raw = f.read(16 + n * 784)
-    with gzip.open(FASHION / "t10k-labels-idx1-ubyte.gz") as f:
-        labels = f.read(8 + n)
-    assert int.from_bytes(raw[:4], "big") == 2051 and int.from_bytes(labels[:4], "big") == 2049
-    images = np.frombuffer(raw, np.uint8, offset=16).reshape(n, 1, 28, 28) / 255.0
-    targets = np.frombuffer(labels, np.uint8, offset=8).astype(np.int64)
-    return torch.from_numpy(images).float(), torch.from_numpy(targets)
-
-
 @pytest.fixture(scope="module")
-def real() -> tuple[torch.Tensor, torch.Tensor]:
-    return fashion_mnist(N + 16)
+def real(fashion_mnist_test) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first real test images as float32 in [0, 1], and their labels."""
+    return fashion_mnist_test.float_pixels[: N + 16], fashion_mnist_test.labels[: N + 16]
 
 
 @pytest.fixture(scope="module")
