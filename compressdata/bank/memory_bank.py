@@ -77,7 +77,7 @@ class MemoryBank:
         self.evaluations = list(evaluations or [])
         self.tasks = tasks
         self.extra_metadata = dict(extra_metadata or {})
-        self._device_tensors: dict[torch.device, dict[str, torch.Tensor]] = {}
+        self._prepared: dict[torch.device, dict[str, torch.Tensor]] = {}
         check_bank(self.all_tensors(), self.metadata())
 
     def _stored_size(self) -> tuple[int, int]:
@@ -121,10 +121,10 @@ class MemoryBank:
     def decode(self, index: torch.Tensor | Sequence[int] | slice | None = None,
                device: torch.device | str | None = None) -> torch.Tensor:
         """Decode examples (all when `index` is None) to float32 [n, C, H, W] in the bank's space."""
-        tensors = self._tensors_on(device)
+        prepared = self._prepared_on(device)
         if index is not None and not isinstance(index, slice):
-            index = torch.as_tensor(index, dtype=torch.int64, device=next(iter(tensors.values())).device)
-        return get_parameterization(self.kind).decode(tensors, index, self.image_size, self.upsample)
+            index = torch.as_tensor(index, dtype=torch.int64, device=next(iter(prepared.values())).device)
+        return get_parameterization(self.kind).decode_prepared(prepared, index)
 
     def decode_pixels(self, index: torch.Tensor | Sequence[int] | slice | None = None,
                       device: torch.device | str | None = None) -> torch.Tensor:
@@ -135,13 +135,13 @@ class MemoryBank:
         """Map decoded examples from the bank's space to [0, 1] pixels."""
         return self.normalization.invert(x).clamp_(0.0, 1.0)
 
-    def _tensors_on(self, device: torch.device | str | None) -> dict[str, torch.Tensor]:
-        if device is None:
-            return self.tensors
-        device = torch.device(device)
-        if device not in self._device_tensors:
-            self._device_tensors[device] = {k: v.to(device) for k, v in self.tensors.items()}
-        return self._device_tensors[device]
+    def _prepared_on(self, device: torch.device | str | None) -> dict[str, torch.Tensor]:
+        """The kind's prepared tensors (e.g. upsampled bases) on `device`, computed once per device."""
+        device = torch.device(device) if device is not None else next(iter(self.tensors.values())).device
+        if device not in self._prepared:
+            tensors = {k: v.to(device) for k, v in self.tensors.items()}
+            self._prepared[device] = get_parameterization(self.kind).prepare(tensors, self.image_size, self.upsample)
+        return self._prepared[device]
 
     # ---- metadata ---------------------------------------------------------------------------
     def all_tensors(self) -> dict[str, torch.Tensor]:

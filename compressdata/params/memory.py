@@ -19,6 +19,21 @@ def upsample(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> 
     raise ValueError(f"unknown upsample mode {mode!r}; expected one of {UPSAMPLE_MODES}")
 
 
+def expand_bases(bases: torch.Tensor, image_size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """Bases [K, C, h, w] upsampled to float32 [K, C, H, W].
+
+    Upsampling is linear, so upsample(a @ B) == a @ upsample(B): expanding the K bases once is
+    cheaper than upsampling every decoded example and gives the same values (up to float rounding).
+    """
+    return upsample(bases.to(torch.float32), image_size, mode)
+
+
+def combine(addresses: torch.Tensor, expanded: torch.Tensor) -> torch.Tensor:
+    """Examples [N, C, H, W] = addresses [N, K] @ expanded bases [K, C, H, W], in float32."""
+    k = expanded.shape[0]
+    return (addresses.to(torch.float32) @ expanded.reshape(k, -1)).reshape(-1, *expanded.shape[1:])
+
+
 def decode_memory(
     bases: torch.Tensor,
     addresses: torch.Tensor,
@@ -29,6 +44,4 @@ def decode_memory(
 
     bases: [K, C, h, w]; addresses: [N, K]; returns [N, C, H, W] with (H, W) = image_size.
     """
-    k, c, h, w = bases.shape
-    flat = addresses.to(torch.float32) @ bases.reshape(k, c * h * w).to(torch.float32)
-    return upsample(flat.reshape(-1, c, h, w), image_size, mode)
+    return combine(addresses, expand_bases(bases, image_size, mode))
