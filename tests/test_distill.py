@@ -213,6 +213,11 @@ def test_cli_distill_rtp_prints_layout_and_writes_checkpoints(tmp_path, capsys):
     assert load_memory_bank(out).kind == "memory"
     assert main(args) == 1
     assert "exists; pass --force" in capsys.readouterr().err
+    assert main([*args, "--force"]) == 1  # a fresh run never overwrites a run's checkpoint
+    assert "already holds a checkpoint of a run: continue it with resume (--resume)" in \
+        capsys.readouterr().err
+    assert main([*args, "--force", "--resume", "--iterations", "3"]) == 0
+    assert load_memory_bank(out).provenance["method"]["iterations_done"] == 3
 
 
 @pytest.mark.parametrize("args, message", [

@@ -43,9 +43,11 @@ from compressdata.params import layout_for_budget
 
 ENGINES = {"reverse": reverse_hypergradient, "naive": naive_unroll_hypergradient}
 
-# CPU protocol: what fits in <= ~30 minutes a row on two cores.
-CPU_PROTOCOL = dict(width=16, unroll_steps=10, iterations=300, inner_batch_per_class=10,
-                    real_batch_per_class=32, init="real", outer_lr=0.1)
+# CPU protocol: what fits in <= ~30 minutes a row on two cores. The outer lr is far above the
+# official 0.1 because hypergradient norms here are ~0.03-0.1 (the clip at 2 never binds) and a
+# few hundred iterations at 0.1 barely move the data (docs/benchmarks.md has the sweep).
+CPU_PROTOCOL = dict(width=16, unroll_steps=20, iterations=200, inner_batch_per_class=10,
+                    real_batch_per_class=32, init="real", outer_lr=30.0)
 # GPU protocol: ConvNet-128, long unrolls, thousands of iterations (REFERENCE section 1).
 FULL_PROTOCOL = dict(width=128, unroll_steps=150, iterations=5000, inner_batch_per_class=32,
                      real_batch_per_class=64, init="random", outer_lr=0.1)

@@ -13,8 +13,6 @@ from pathlib import Path
 from compressdata.distill.config import ARCHS, INITS, METHODS, DistillConfig
 from compressdata.errors import BankFormatError
 
-EVAL_ARCHS = ("convnet", "resnet18", "resnet18_bn", "mlp")
-
 
 def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register `distill` and `evaluate` (each sets `func`, returning an exit code)."""
@@ -85,7 +83,7 @@ def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
                     "test each once at the end on the real test split; print mean and std.")
     p.add_argument("bank", help="bank file or Hub id")
     p.add_argument("--test", required=True, help="real source whose test split is used")
-    p.add_argument("--arch", default=None, choices=EVAL_ARCHS, help="default: the recipe's")
+    p.add_argument("--arch", default=None, choices=ARCHS, help="default: the recipe's")
     p.add_argument("--networks", type=int, default=5)
     p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     p.add_argument("--width", type=int, default=128, help="ConvNet/MLP width")

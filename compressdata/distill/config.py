@@ -11,10 +11,11 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from compressdata.models import ARCHITECTURES as ARCHS
+from compressdata.models import NORMS
+
 METHODS = ("rtp", "pixels", "random-real")
 INITS = ("random", "real")
-ARCHS = ("convnet", "resnet18", "resnet18_bn", "mlp")
-NORMS = ("instancenorm", "batchnorm", "none")
 
 # Fields that may change between a run and its resumption without changing the result.
 RESUMABLE_CHANGES = frozenset({

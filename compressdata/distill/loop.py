@@ -29,6 +29,8 @@ from compressdata.data.sources import RealData, load_source
 from compressdata.data.zca import zca_normalization
 from compressdata.distill.bptt import reverse_hypergradient
 from compressdata.distill.checkpoint import (
+    CHECKPOINT_FILE,
+    METRICS_FILE,
     DistillState,
     MetricsLog,
     load_checkpoint,
@@ -131,8 +133,11 @@ def _initial_state(run: _Run, log: Callable[[str], None]) -> DistillState:
                              f"with different {', '.join(different)} (only "
                              f"{', '.join(sorted(RESUMABLE_CHANGES))} may change)")
         log(f"resuming from {config.checkpoint_dir} at iteration {state.iteration}")
-        MetricsLog(Path(config.checkpoint_dir) / "metrics.jsonl").truncate_after(state.iteration)
+        MetricsLog(Path(config.checkpoint_dir) / METRICS_FILE).truncate_after(state.iteration)
         return state
+    if config.checkpoint_dir and (Path(config.checkpoint_dir) / CHECKPOINT_FILE).exists():
+        raise ValueError(f"{config.checkpoint_dir} already holds a checkpoint of a run: continue it "
+                         "with resume (--resume), or use another checkpoint directory")
     generator = torch.Generator().manual_seed(config.seed)
     theta = init_theta(run.synthetic, run.layout, config.resolved_init, run.real, generator,
                        run.data.image_shape)
@@ -147,7 +152,7 @@ def _train(run: _Run, state: DistillState, progress: bool, callback: Callback | 
            log: Callable[[str], None]) -> DistillState:
     config = run.config
     ckpt = Path(config.checkpoint_dir) if config.checkpoint_dir else None
-    metrics_log = MetricsLog(ckpt / "metrics.jsonl") if ckpt else None
+    metrics_log = MetricsLog(ckpt / METRICS_FILE) if ckpt else None
     bar = tqdm(total=config.iterations, initial=min(state.iteration, config.iterations),
                disable=not progress, desc=f"distill {config.method}", dynamic_ncols=True)
     last_eval: float | None = None
