@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from compressdata.distill.cli import add_distill_commands
 from compressdata.errors import BankFormatError
 from compressdata.hub.cli import add_hub_commands
 from compressdata.hub.errors import HubError
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, default=2, help="pixel magnification")
     p.set_defaults(func=_cmd_preview)
 
+    add_distill_commands(sub)
     add_hub_commands(sub)
     return parser
 

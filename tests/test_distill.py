@@ -17,9 +17,9 @@ import torch
 from safetensors import safe_open
 
 from compressdata import load_memory_bank
+from compressdata.cli import main
 from compressdata.data.sources import load_source
 from compressdata.distill.checkpoint import CHECKPOINT_FILE, MetricsLog, load_checkpoint
-from compressdata.distill.cli import main
 from compressdata.distill.config import DistillConfig
 from compressdata.distill.loop import distill
 from compressdata.evaluate import evaluate_bank

@@ -1,17 +1,15 @@
 """`compressdata distill` and `compressdata evaluate`: parse, call the library, print.
 
-`add_distill_commands(subparsers)` registers both on the main parser; `main(argv)` runs them alone.
+`add_distill_commands(subparsers)` registers both on the main parser (`compressdata.cli`).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from compressdata.distill.config import ARCHS, INITS, METHODS, DistillConfig
-from compressdata.errors import BankFormatError
 
 
 def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -180,19 +178,3 @@ def run_evaluate(args: argparse.Namespace) -> int:
         save_memory_bank(bank, path)
         print(f"recorded in {path}")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run `distill` / `evaluate` alone (the `compressdata` command registers them too)."""
-    parser = argparse.ArgumentParser(prog="compressdata")
-    add_distill_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (BankFormatError, FileNotFoundError, ValueError) as e:
-        print(f"compressdata {args.command}: error: {e}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
