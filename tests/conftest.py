@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from compressdata.data.sources import RealData, load_source
 
@@ -27,3 +28,13 @@ def fashion_mnist_train() -> RealData:
 def fashion_mnist_test() -> RealData:
     """The real Fashion-MNIST test split (10000 images)."""
     return _load("test")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: bitwise-reproducible CPU runs, and tiny ops that would only
+    contend on the shared cores with more."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -20,13 +20,7 @@ N_CLASSES, PER_CLASS, K = 3, 4, 5
 SIZE = (6, 6)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny ops: extra threads only contend on the shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class TinyConvNet(nn.Module):

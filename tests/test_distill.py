@@ -32,13 +32,7 @@ TINY = DistillConfig(iterations=6, unroll_steps=4, width=8, inner_batch_per_clas
                      real_batch_per_class=4, checkpoint_every=2, seed=3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Bitwise-reproducible CPU runs and polite use of the shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
