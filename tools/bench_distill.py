@@ -36,8 +36,9 @@ from torch.func import functional_call
 from compressdata.data.sources import load_source
 from compressdata.distill.bptt import naive_unroll_hypergradient, reverse_hypergradient
 from compressdata.distill.config import DistillConfig
-from compressdata.distill.loop import distill, fresh_network
+from compressdata.distill.loop import distill
 from compressdata.distill.methods import RealSampler, SyntheticSet, init_theta
+from compressdata.distill.run import fresh_network
 from compressdata.evaluate import evaluate_bank
 from compressdata.params import layout_for_budget
 

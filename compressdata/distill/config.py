@@ -65,6 +65,11 @@ class DistillConfig:
     eval_networks: int = 1
 
     @property
+    def objective(self) -> str:
+        """The objective that computes each iteration's gradients (rtp, pixels: bptt)."""
+        return "bptt"
+
+    @property
     def resolved_init(self) -> str:
         """The initialisation actually used."""
         if self.init is not None:

@@ -1,8 +1,8 @@
 """The distillation loop: `distill(config) -> MemoryBank` for the rtp, pixels and random-real methods.
 
-One outer iteration (rtp and pixels): a freshly initialised network (seeded), T inner SGD steps on
-synthetic minibatches, the outer loss on a class-balanced real batch, the hypergradient by the
-reverse pass (`bptt.reverse_hypergradient`), and an outer SGD step with gradient-norm clipping.
+One outer iteration: the config's objective (`distill.objectives`, e.g. bptt: a fresh network, T
+unrolled inner steps, the hypergradient of the real-batch loss) gives gradients for the learnable
+tensors, then one shared outer SGD step with gradient-norm clipping.
 All randomness of iteration i comes from one CPU generator whose state is part of the run's state,
 so a run resumed from a checkpoint continues exactly as an uninterrupted one.
 """
@@ -12,14 +12,10 @@ from __future__ import annotations
 import datetime
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.func import functional_call
 from tqdm.auto import tqdm
 
 import compressdata
@@ -27,7 +23,6 @@ from compressdata.bank.memory_bank import MemoryBank
 from compressdata.bank.metadata import TrainingRecipe
 from compressdata.data.sources import RealData, load_source
 from compressdata.data.zca import zca_normalization
-from compressdata.distill.bptt import reverse_hypergradient
 from compressdata.distill.checkpoint import (
     CHECKPOINT_FILE,
     METRICS_FILE,
@@ -39,32 +34,18 @@ from compressdata.distill.checkpoint import (
 from compressdata.distill.config import RESUMABLE_CHANGES, DistillConfig
 from compressdata.distill.methods import (
     KIND_OF_METHOD,
-    Augment,
     RealSampler,
     SyntheticSet,
     init_labels,
     init_theta,
     random_real_subset,
 )
+from compressdata.distill.objectives import get_objective
+from compressdata.distill.run import DistillRun
 from compressdata.evaluate import evaluate_tensors
-from compressdata.models import build_model
 from compressdata.params import Layout, layout_for_budget
 
 Callback = Callable[[DistillState, dict[str, Any]], None]
-_SEED_BOUND = 2**62
-
-
-@dataclass
-class _Run:
-    """What stays fixed during a run."""
-
-    config: DistillConfig
-    device: torch.device
-    data: RealData
-    real: RealSampler
-    synthetic: SyntheticSet
-    layout: Layout
-    test: RealData | None = None
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -116,14 +97,14 @@ def distill(config: DistillConfig, data: RealData | None = None, *, progress: bo
         images, labels = random_real_subset(real, layout.per_class, generator)
         return _bank(config, data, layout, {"pixels": images}, labels, iterations=0, device=device)
     synthetic = SyntheticSet(kind, data.num_classes, layout.per_class, data.image_shape[1:])
-    run = _Run(config, device, data, real, synthetic, layout)
+    run = DistillRun(config, device, data, real, synthetic, layout)
     state = _initial_state(run, log)
     state = _train(run, state, progress, callback, log)
     labels = state.theta["labels"] if config.learn_labels else synthetic.hard_labels()
     return _bank(config, data, layout, state.theta, labels, state.iteration, device)
 
 
-def _initial_state(run: _Run, log: Callable[[str], None]) -> DistillState:
+def _initial_state(run: DistillRun, log: Callable[[str], None]) -> DistillState:
     config = run.config
     if config.resume:
         state, saved = load_checkpoint(config.checkpoint_dir, run.device)
@@ -148,7 +129,7 @@ def _initial_state(run: _Run, log: Callable[[str], None]) -> DistillState:
     return DistillState(0, theta, momentum, generator.get_state())
 
 
-def _train(run: _Run, state: DistillState, progress: bool, callback: Callback | None,
+def _train(run: DistillRun, state: DistillState, progress: bool, callback: Callback | None,
            log: Callable[[str], None]) -> DistillState:
     config = run.config
     ckpt = Path(config.checkpoint_dir) if config.checkpoint_dir else None
@@ -188,40 +169,19 @@ def _train(run: _Run, state: DistillState, progress: bool, callback: Callback | 
     return state
 
 
-def outer_iteration(run: _Run, state: DistillState) -> tuple[DistillState, dict[str, Any]]:
-    """One outer iteration; returns the new state (the old one is left untouched) and metrics."""
+def outer_iteration(run: DistillRun, state: DistillState) -> tuple[DistillState, dict[str, Any]]:
+    """One outer iteration (the config's objective, then the shared outer SGD step); returns the new
+    state (the old one is left untouched) and the iteration's metrics."""
     config = run.config
     generator = torch.Generator()
     generator.set_state(state.rng)
-    seeds = torch.randint(0, _SEED_BOUND, (config.unroll_steps + 3,), generator=generator).tolist()
-    net_seed, real_seed, augment_seed, step_seeds = seeds[0], seeds[1], seeds[2], seeds[3:]
-    module, params = fresh_network(config, run.data.image_shape, run.data.num_classes,
-                                   net_seed, run.device)
-    augment = _augment(config, augment_seed)
-    x_real, y_real = run.real.batch(config.real_batch_per_class,
-                                    torch.Generator().manual_seed(real_seed))
-    if augment is not None:
-        with torch.no_grad():
-            x_real = augment(x_real, torch.Generator())
-
-    def outer_loss(w: dict[str, torch.Tensor]) -> torch.Tensor:
-        with _autocast(config, run.device):
-            logits = functional_call(module, w, (x_real,))
-        return F.cross_entropy(logits.float(), y_real)
-
-    def batch_fn(theta, step, gen):
-        return run.synthetic.minibatch(theta, config.inner_batch_per_class, gen, augment)
-
-    result = reverse_hypergradient(
-        module, params, state.theta, batch_fn, outer_loss, steps=config.unroll_steps,
-        seeds=step_seeds, lr=config.inner_lr, momentum=config.inner_momentum,
-        amp=torch.bfloat16 if config.amp else None)
+    result = get_objective(config.objective)(run, state.theta, generator)
     theta, momentum, grad_norm = outer_sgd_step(
         state.theta, result.grads, state.momentum, config.outer_lr, config.outer_momentum,
         config.clip_norm)
     new_state = DistillState(state.iteration + 1, theta, momentum, generator.get_state())
-    metrics = {"iteration": new_state.iteration, "outer_loss": float(result.loss),
-               "inner_loss": float(result.inner_loss), "grad_norm": float(grad_norm)}
+    metrics = {"iteration": new_state.iteration, "outer_loss": result.loss, **result.metrics,
+               "grad_norm": float(grad_norm)}
     return new_state, metrics
 
 
@@ -240,35 +200,7 @@ def outer_sgd_step(theta: dict[str, torch.Tensor], grads: dict[str, torch.Tensor
     return new_theta, new_momentum, norm
 
 
-def fresh_network(config: DistillConfig, image_shape: tuple[int, int, int], num_classes: int,
-                  seed: int, device: torch.device) -> tuple[nn.Module, dict[str, torch.Tensor]]:
-    """A newly initialised network drawn from `seed` (the global RNG is left as it was)."""
-    c, h, w = image_shape
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        module = build_model(config.arch, c, num_classes, (h, w), width=config.width,
-                             depth=config.depth, norm=config.norm)
-    module = module.to(device).train()
-    return module, {k: p.detach() for k, p in module.named_parameters()}
-
-
-def _autocast(config: DistillConfig, device: torch.device):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=config.amp)
-
-
-def _augment(config: DistillConfig, seed: int) -> Augment | None:
-    """DSA shared by the real batch and every inner step of one iteration (siamese)."""
-    if not config.dsa:
-        return None
-    from compressdata.distill.augment import dsa
-
-    def augment(x: torch.Tensor, _generator: torch.Generator) -> torch.Tensor:
-        return dsa(x, config.dsa_strategy, seed=seed)
-
-    return augment
-
-
-def _quick_evaluation(run: _Run, state: DistillState) -> float:
+def _quick_evaluation(run: DistillRun, state: DistillState) -> float:
     """Progress check: mean accuracy on the real test split of config.eval_networks networks of
     config.eval_epochs epochs trained on the current synthetic set (logged only, never used to
     pick an iteration)."""
