@@ -191,17 +191,21 @@ def evaluate_tensors(
     epochs: int | None = None,
     device: torch.device | str | None = None,
     seed: int = 0,
-    width: int = 128,
+    width: int | None = None,
     progress: bool = True,
 ) -> EvaluationResult:
     """Train `networks` fresh networks (seeds seed..seed+networks-1) on (images, targets), images
     already in `test`'s normalised space, and test each once at the end on `test`.
 
-    `arch` / `epochs` override the recipe's. Weight init uses the seed inside a forked RNG, so the
+    `arch` / `epochs` / `width` override the recipe's (the recipe's width, depth and norm apply to
+    its own architecture only; width defaults to 128). Weight init uses the seed inside a forked RNG, so the
     caller's global RNG state is untouched; on CPU a seed gives identical results.
     """
     if networks < 1:
         raise ValueError(f"networks must be >= 1; got {networks}")
+    options = recipe.network_options() if arch in (None, recipe.architecture) else {}
+    if width is not None:
+        options["width"] = width
     recipe = replace(recipe, architecture=arch or recipe.architecture,
                      epochs=recipe.epochs if epochs is None else epochs)
     if tuple(images.shape[1:]) != test.image_shape:
@@ -218,13 +222,13 @@ def evaluate_tensors(
     for k in tqdm(range(networks), desc=f"evaluating {recipe.architecture}", disable=not progress):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + k)
-            model = build_model(recipe.architecture, c, test.num_classes, (h, w), width=width)
+            model = build_model(recipe.architecture, c, test.num_classes, (h, w), **options)
         train_network(model, images, targets, recipe, label_space, device, seed=seed + k)
         accuracies.append(test_accuracy(model, test, device))
     extra: dict[str, Any] = {"seeds": [seed + k for k in range(networks)],
                              "train_examples": int(images.shape[0])}
     if recipe.architecture in ("convnet", "mlp"):
-        extra["width"] = width
+        extra.update({"width": 128, "depth": 3} | options)
     return EvaluationResult(architecture=recipe.architecture, accuracies=accuracies,
                             test=f"{test.name}/{test.split}", epochs=recipe.epochs, extra=extra)
 
@@ -237,7 +241,7 @@ def evaluate_bank(
     epochs: int | None = None,
     device: torch.device | str | None = None,
     seed: int = 0,
-    width: int = 128,
+    width: int | None = None,
     progress: bool = True,
 ) -> EvaluationResult:
     """Evaluate a `MemoryBank` with its recipe: decode once, test on `test` re-normalised with the

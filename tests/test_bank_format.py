@@ -536,6 +536,8 @@ def test_missing_required_metadata_key_r18(tmp_path, valid, key):
     pytest.param("recipe.epochs", 300.5, "metadata field 'recipe.epochs'", id="R59-epochs"),
     pytest.param("recipe.label_loss", None, "metadata field 'recipe.label_loss'", id="R59-label-loss"),
     pytest.param("recipe.label_temperature", True, "metadata field 'recipe.label_temperature'", id="R59-bool"),
+    pytest.param("recipe.width", 16.5, "metadata field 'recipe.width'", id="R59-width"),
+    pytest.param("recipe.norm", 3, "metadata field 'recipe.norm'", id="R59-norm"),
     pytest.param("evaluations", {}, "metadata field 'evaluations'", id="R60-object"),
     pytest.param("evaluations.0", "good", "metadata field 'evaluations[0]'", id="R60-entry"),
     pytest.param("evaluations.0.accuracies", [80.0, 82.0], "metadata field 'evaluations[0]'", id="R60-percent"),

@@ -142,7 +142,7 @@ def test_short_rtp_run_beats_chance(train, test_split):
                            real_batch_per_class=16, outer_lr=1.0, seed=0)
     bank = distill(config, train, progress=False, log=_quiet)
     result = evaluate_bank(bank, test_split.subset(torch.arange(2000)), networks=1, epochs=30,
-                           width=16, progress=False)
+                           progress=False)  # the recipe records width 16
     assert result.mean > 0.25, result.summary()
 
 
@@ -154,6 +154,7 @@ def test_banks_carry_recipe_provenance_and_storage(train):
     per_class = (2 * 784 * 10 - 16 * 196) // (16 * 10)
     assert rtp.tensors["addresses"].shape == (10 * per_class, 16)
     assert rtp.recipe.label_loss == "soft_cross_entropy"
+    assert rtp.recipe.network_options() == {"width": TINY.width, "depth": TINY.depth, "norm": TINY.norm}
     assert rtp.storage["floats_stored"] <= 2 * 784 * 10
     prov = rtp.provenance
     assert prov["budget_ipc"] == 2 and prov["method"]["name"] == "rtp"

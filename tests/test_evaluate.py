@@ -179,6 +179,22 @@ def test_bank_with_its_own_normalisation_is_tested_in_that_space(fashion_mnist_t
     assert bank.metadata()["evaluations"][0]["accuracies"] == result.accuracies
 
 
+def test_recipe_network_shape_is_used_and_saved(tmp_path, train50, test2000):
+    recipe = TrainingRecipe(architecture="mlp", epochs=1, width=7, depth=2)
+    bank = MemoryBank(pixels=train50.images[:20], labels=train50.labels[:20],
+                      classes=train50.classes, normalization=train50.normalization, recipe=recipe)
+    bank.save(tmp_path / "b.safetensors")
+    loaded = MemoryBank.from_file(tmp_path / "b.safetensors")
+    assert loaded.recipe.network_options() == {"width": 7, "depth": 2}
+    assert loaded.metadata()["format_version"] == "1.1"
+    result = evaluate_bank(loaded, test2000, networks=1, progress=False)
+    assert (result.extra["width"], result.extra["depth"]) == (7, 2)
+    wider = evaluate_bank(loaded, test2000, networks=1, width=9, progress=False)
+    assert (wider.extra["width"], wider.extra["depth"]) == (9, 2)
+    other = evaluate_bank(loaded, test2000, arch="convnet", networks=1, epochs=1, progress=False)
+    assert other.extra["width"] == 128  # the recipe's shape belongs to its own architecture
+
+
 def test_bank_overrides_and_mismatches(train50, test2000):
     bank = MemoryBank(pixels=train50.images[:20], labels=train50.labels[:20],
                       classes=train50.classes, normalization=train50.normalization,

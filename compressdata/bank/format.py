@@ -19,7 +19,7 @@ from compressdata.params import PARAMETERIZATIONS
 from compressdata.params.memory import UPSAMPLE_MODES
 
 FORMAT_NAME = "compressdata.memory-bank"
-FORMAT_VERSION = (1, 0)
+FORMAT_VERSION = (1, 1)
 METADATA_KEY = "compressdata"
 
 MAX_HEADER_BYTES = 16 * 1024 * 1024
@@ -262,7 +262,7 @@ def _check_checksum(checksum: Any, tensors: Mapping[str, torch.Tensor]) -> None:
 RECIPE_FIELD_TYPES = {
     "architecture": str, "optimizer": str, "lr_schedule": str, "augmentation": str, "label_loss": str,
     "lr": float, "momentum": float, "weight_decay": float, "label_temperature": float,
-    "epochs": int, "batch_size": int,
+    "epochs": int, "batch_size": int, "width": int, "depth": int, "norm": str,
 }
 
 

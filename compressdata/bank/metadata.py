@@ -81,7 +81,9 @@ class TrainingRecipe:
 
     label_loss: `cross_entropy` for hard labels; `soft_cross_entropy` trains on softmax(labels /
     label_temperature) as targets; `kl_divergence` is KL(softmax(labels/T) || softmax(logits/T))*T^2.
-    lr_schedule `step` multiplies the lr by 0.1 at half the epochs.
+    lr_schedule `step` multiplies the lr by 0.1 at half the epochs. width / depth / norm: the
+    network's shape when it differs from the architecture's default (None: the default, e.g.
+    ConvNet-3 of width 128 with instance norm).
     """
 
     architecture: str = "convnet"
@@ -95,12 +97,20 @@ class TrainingRecipe:
     augmentation: str = "none"
     label_loss: str = "cross_entropy"
     label_temperature: float = 1.0
+    width: int | None = None
+    depth: int | None = None
+    norm: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         extra = d.pop("extra")
-        return {**extra, **d}
+        return {**extra, **{k: v for k, v in d.items() if v is not None}}
+
+    def network_options(self) -> dict[str, Any]:
+        """The recorded width / depth / norm of the network (only those that are set)."""
+        return {k: v for k, v in (("width", self.width), ("depth", self.depth), ("norm", self.norm))
+                if v is not None}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainingRecipe:

@@ -84,7 +84,8 @@ def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", default=None, choices=ARCHS, help="default: the recipe's")
     p.add_argument("--networks", type=int, default=5)
     p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
-    p.add_argument("--width", type=int, default=128, help="ConvNet/MLP width")
+    p.add_argument("--width", type=int, default=None,
+                   help="ConvNet/MLP width (default: the recipe's, else 128)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--record", action="store_true", help="write the result into the bank file")
@@ -159,7 +160,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from compressdata.loading import load_memory_bank, save_memory_bank
 
     for name in ("networks", "width"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.epochs is not None and args.epochs < 1:
         raise ValueError(f"--epochs must be >= 1, got {args.epochs}")

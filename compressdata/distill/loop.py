@@ -220,9 +220,13 @@ def _quick_evaluation(run: DistillRun, state: DistillState) -> float:
 
 
 def training_recipe(config: DistillConfig) -> TrainingRecipe:
-    """How to train on the distilled set: the standard protocol; soft labels when learned."""
+    """How to train on the distilled set: the standard protocol on the distiller's network shape;
+    soft labels when learned."""
+    shape = {"convnet": {"width": config.width, "depth": config.depth, "norm": config.norm},
+             "mlp": {"width": config.width, "depth": config.depth}}.get(config.arch, {})
     return TrainingRecipe(
         architecture=config.arch,
+        **shape,
         epochs=1000 if config.dsa else 300,
         augmentation="dsa" if config.dsa else "none",
         label_loss="soft_cross_entropy" if config.learn_labels else "cross_entropy",
