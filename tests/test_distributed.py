@@ -144,3 +144,25 @@ def test_more_processes_than_networks_is_a_clear_error():
         DistillConfig(network_batching="grouped").validate()
     with pytest.raises(ValueError, match="networks_per_iteration"):
         DistillConfig(networks_per_iteration=0).validate()
+
+
+def test_torchrun_evaluate_one_network_per_rank(train, tmp_path):
+    from compressdata.data.sources import load_source
+    from compressdata.evaluate import evaluate_bank
+    from compressdata.loading import save_memory_bank
+
+    bank = distill(replace(TINY, method="random-real"), train, progress=False, log=_quiet)
+    path = tmp_path / "bank.safetensors"
+    save_memory_bank(bank, path)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+           "-m", "compressdata", "evaluate", str(path), "--test", "fashion-mnist", "--networks", "3",
+           "--epochs", "1", "--width", "8", "--device", "cpu", "--record", "--no-progress"]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("accuracy ") == 1  # rank 0 prints once
+    recorded = load_memory_bank(path).evaluations[-1]
+    expected = evaluate_bank(bank, load_source("fashion-mnist", "test"), networks=3, epochs=1,
+                             width=8, device="cpu", progress=False)
+    assert recorded.accuracies == pytest.approx(expected.accuracies, abs=1e-9)
+    assert recorded.extra["ranks"] == 2 and recorded.extra["seeds"] == [0, 1, 2]
