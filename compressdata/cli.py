@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from compressdata.distill.cli import add_distill_commands
+from compressdata.distill.distributed import CollectiveError
 from compressdata.errors import BankFormatError
 from compressdata.hub.cli import add_hub_commands
 from compressdata.hub.errors import HubError
@@ -67,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (BankFormatError, HubError, FileNotFoundError, ValueError) as e:
+    except (BankFormatError, HubError, FileNotFoundError, ValueError, CollectiveError) as e:
         print(f"compressdata {args.command}: error: {e}", file=sys.stderr)
         return 1
 

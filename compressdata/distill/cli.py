@@ -9,7 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from compressdata.distill.config import ARCHS, INITS, METHODS, DistillConfig
+from compressdata.distill.config import ARCHS, INITS, METHODS, NETWORK_BATCHINGS, DistillConfig
+from compressdata.distill.distributed import DEFAULT_TIMEOUT_S, distributed_session
 
 
 def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -73,6 +74,20 @@ def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--final-eval-networks", type=int, default=0,
                    help="evaluate the result with N fresh networks (its recipe) and record it")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("scale-out (docs/scaling.md; launch with torchrun for several processes)")
+    g.add_argument("--networks-per-iteration", type=int, default=d.networks_per_iteration,
+                   help="G fresh networks averaged per outer iteration, split over the torchrun "
+                        "processes; the result does not depend on their number (default %(default)s)")
+    g.add_argument("--network-batching", default=d.network_batching, choices=NETWORK_BATCHINGS,
+                   help="a process's networks in a Python loop or vectorised with vmap (bptt)")
+    g.add_argument("--collective-timeout", type=float, default=d.collective_timeout,
+                   help="seconds a rank waits for the others before failing (default %(default)s)")
+    g.add_argument("--streaming", action="store_true",
+                   help="stream a wds:/hf: source instead of loading it into memory")
+    g.add_argument("--stream-buffer", type=int, default=d.stream_buffer_per_class,
+                   help="real examples buffered per class when streaming (default %(default)s)")
+    g.add_argument("--stream-workers", type=int, default=d.stream_workers,
+                   help="DataLoader worker processes reading the stream (default %(default)s)")
     p.set_defaults(func=run_distill)
 
     p = subparsers.add_parser(
@@ -90,6 +105,8 @@ def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--record", action="store_true", help="write the result into the bank file")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--collective-timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                   help="under torchrun: seconds a rank waits for the others (default %(default)s)")
     p.set_defaults(func=run_evaluate)
 
 
@@ -107,6 +124,10 @@ def _config(args: argparse.Namespace, out: Path) -> DistillConfig:
         seed=args.seed, device=args.device, amp=args.amp, checkpoint_dir=checkpoint_dir,
         checkpoint_every=args.checkpoint_every, resume=args.resume, eval_every=args.eval_every,
         eval_epochs=args.eval_epochs, eval_networks=args.eval_networks,
+        networks_per_iteration=args.networks_per_iteration,
+        network_batching=args.network_batching, collective_timeout=args.collective_timeout,
+        streaming=args.streaming, stream_buffer_per_class=args.stream_buffer,
+        stream_workers=args.stream_workers,
     ).validate()
 
 
@@ -120,15 +141,22 @@ def _check_out(out: Path, force: bool) -> None:
 
 
 def run_distill(args: argparse.Namespace) -> int:
-    """`compressdata distill`: run, write the bank, optionally evaluate and record."""
-    from compressdata.distill.loop import distill
-    from compressdata.loading import save_memory_bank
-
+    """`compressdata distill`: run (data-parallel under torchrun), write the bank on rank 0,
+    optionally evaluate (networks split over the ranks) and record."""
     out = Path(args.out)
     _check_out(out, args.force)
     if args.final_eval_networks < 0:
         raise ValueError(f"--final-eval-networks must be >= 0, got {args.final_eval_networks}")
     config = _config(args, out)
+    with distributed_session(config.device, config.collective_timeout) as world:
+        return _distill_and_save(args, config, out, world.is_main)
+
+
+def _distill_and_save(args: argparse.Namespace, config: DistillConfig, out: Path, main: bool) -> int:
+    from compressdata.distill.loop import distill
+    from compressdata.distill.rank_eval import evaluate_bank_over_ranks
+    from compressdata.loading import save_memory_bank
+
     try:
         bank = distill(config, progress=not args.no_progress)
     except KeyboardInterrupt:
@@ -136,14 +164,16 @@ def run_distill(args: argparse.Namespace) -> int:
         return 130
     if args.final_eval_networks:
         from compressdata.data.sources import load_source
-        from compressdata.evaluate import evaluate_bank
 
-        result = evaluate_bank(bank, load_source(config.source, "test"), arch=config.arch,
-                               networks=args.final_eval_networks, device=config.device,
-                               seed=config.seed, width=config.width,
-                               progress=not args.no_progress)
+        result = evaluate_bank_over_ranks(
+            bank, load_source(config.source, "test"), arch=config.arch,
+            networks=args.final_eval_networks, device=config.device, seed=config.seed,
+            width=config.width, progress=not args.no_progress)
         bank.add_evaluation(result)
-        print(result.summary())
+        if main:
+            print(result.summary())
+    if not main:
+        return 0
     save_memory_bank(bank, out)
     storage = bank.storage
     print(f"wrote {out}: {bank.kind} bank, {len(bank)} examples, {storage['floats_stored']} "
@@ -156,7 +186,7 @@ def run_distill(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     """`compressdata evaluate`: print mean and std; --record writes the result into the bank."""
     from compressdata.data.sources import load_source
-    from compressdata.evaluate import evaluate_bank
+    from compressdata.distill.rank_eval import evaluate_bank_over_ranks
     from compressdata.loading import load_memory_bank, save_memory_bank
 
     for name in ("networks", "width"):
@@ -168,9 +198,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.record and not path.is_file():
         raise ValueError(f"--record writes into a local bank file; {args.bank} is not one")
     bank = load_memory_bank(path if path.exists() else args.bank)
-    result = evaluate_bank(bank, load_source(args.test, "test"), arch=args.arch,
-                           networks=args.networks, epochs=args.epochs, device=args.device,
-                           seed=args.seed, width=args.width, progress=not args.no_progress)
+    with distributed_session(args.device, args.collective_timeout) as world:
+        result = evaluate_bank_over_ranks(
+            bank, load_source(args.test, "test"), arch=args.arch, networks=args.networks,
+            epochs=args.epochs, device=args.device, seed=args.seed, width=args.width,
+            progress=not args.no_progress)
+    if not world.is_main:
+        return 0
     print(f"accuracy {100 * result.mean:.2f} +- {100 * result.std:.2f} % "
           f"({result.architecture}, {result.networks} networks, {result.epochs} epochs, "
           f"{result.test})")

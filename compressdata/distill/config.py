@@ -20,8 +20,9 @@ INITS = ("random", "real")
 # Fields that may change between a run and its resumption without changing the result.
 RESUMABLE_CHANGES = frozenset({
     "iterations", "checkpoint_dir", "checkpoint_every", "resume", "eval_every", "eval_epochs",
-    "eval_networks", "device",
+    "eval_networks", "device", "network_batching", "collective_timeout",
 })
+NETWORK_BATCHINGS = ("loop", "vmap")
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,14 @@ class DistillConfig:
     eval_every: int = 0
     eval_epochs: int = 50
     eval_networks: int = 1
+    # scale-out (docs/scaling.md): G fresh networks per iteration (split over torchrun ranks),
+    # computed in a Python loop or vectorised (vmap, bptt only); streaming real sources.
+    networks_per_iteration: int = 1
+    network_batching: str = "loop"
+    collective_timeout: float = 600.0
+    streaming: bool = False
+    stream_buffer_per_class: int = 256
+    stream_workers: int = 0
 
     @property
     def objective(self) -> str:
@@ -90,11 +99,26 @@ class DistillConfig:
             raise ValueError(f"budget_ipc must be a positive number, got {self.budget_ipc!r}")
         for name in ("n_bases", "downsample", "iterations", "unroll_steps", "inner_batch_per_class",
                      "real_batch_per_class", "width", "depth", "checkpoint_every", "eval_epochs",
-                     "eval_networks"):
+                     "eval_networks", "networks_per_iteration", "stream_buffer_per_class"):
             _positive_int(name, getattr(self, name))
         if not isinstance(self.eval_every, int) or self.eval_every < 0:
             raise ValueError(f"eval_every must be an int >= 0 (0 = never), got {self.eval_every!r}")
-        for name in ("inner_lr", "outer_lr", "clip_norm", "label_init_scale", "zca_regularization"):
+        _one_of("network_batching", self.network_batching, NETWORK_BATCHINGS)
+        if self.network_batching == "vmap" and self.objective != "bptt":
+            raise ValueError(f"network_batching 'vmap' is implemented for the bptt objective, not "
+                             f"{self.objective!r}; use 'loop'")
+        if not isinstance(self.stream_workers, int) or self.stream_workers < 0:
+            raise ValueError(f"stream_workers must be an int >= 0, got {self.stream_workers!r}")
+        if self.streaming and not self.source.startswith(("wds:", "hf:")):
+            raise ValueError(f"streaming reads 'wds:' or 'hf:' sources, got source {self.source!r}")
+        if self.streaming and self.zca:
+            raise ValueError("zca whitening is fitted on the whole split; it cannot be combined "
+                             "with streaming")
+        if self.streaming and self.stream_buffer_per_class < self.real_batch_per_class:
+            raise ValueError(f"stream_buffer_per_class ({self.stream_buffer_per_class}) must be at "
+                             f"least real_batch_per_class ({self.real_batch_per_class})")
+        for name in ("inner_lr", "outer_lr", "clip_norm", "label_init_scale", "zca_regularization",
+                     "collective_timeout"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")

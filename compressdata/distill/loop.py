@@ -32,6 +32,7 @@ from compressdata.distill.checkpoint import (
     save_checkpoint,
 )
 from compressdata.distill.config import RESUMABLE_CHANGES, DistillConfig
+from compressdata.distill.distributed import CollectiveError, current_world
 from compressdata.distill.methods import (
     KIND_OF_METHOD,
     RealSampler,
@@ -40,7 +41,7 @@ from compressdata.distill.methods import (
     init_theta,
     random_real_subset,
 )
-from compressdata.distill.objectives import get_objective
+from compressdata.distill.parallel import iteration_objective
 from compressdata.distill.run import DistillRun
 from compressdata.evaluate import evaluate_tensors
 from compressdata.params import Layout, layout_for_budget
@@ -82,16 +83,23 @@ def distill(config: DistillConfig, data: RealData | None = None, *, progress: bo
     the end and on KeyboardInterrupt (then re-raised); config.resume continues from the last one.
     """
     config.validate()
+    if not current_world().is_main:  # in a distributed run only rank 0 speaks
+        progress, log = False, _silent
     device = resolve_device(config.device)
     if config.amp and device.type != "cuda":
         raise ValueError(f"amp (bfloat16 autocast) is for CUDA devices; this run is on {device}")
-    data = prepare_source(config, data)
+    if config.streaming:
+        from compressdata.data.streaming import streaming_source
+
+        data, real = streaming_source(config, device, data)
+    else:
+        data = prepare_source(config, data)
+        real = RealSampler(data.images.to(device), data.labels, data.num_classes)
     kind = KIND_OF_METHOD[config.method]
     layout = layout_for_budget(kind, config.budget_ipc, data.num_classes, data.image_shape,
                                n_bases=config.n_bases, downsample=config.downsample)
     log(f"{config.method} on {data.name} ({data.split}, {len(data)} examples), budget IPC "
         f"{config.budget_ipc:g}: {layout.describe()}")
-    real = RealSampler(data.images.to(device), data.labels, data.num_classes)
     if config.method == "random-real":
         generator = torch.Generator().manual_seed(config.seed)
         images, labels = random_real_subset(real, layout.per_class, generator)
@@ -114,7 +122,8 @@ def _initial_state(run: DistillRun, log: Callable[[str], None]) -> DistillState:
                              f"with different {', '.join(different)} (only "
                              f"{', '.join(sorted(RESUMABLE_CHANGES))} may change)")
         log(f"resuming from {config.checkpoint_dir} at iteration {state.iteration}")
-        MetricsLog(Path(config.checkpoint_dir) / METRICS_FILE).truncate_after(state.iteration)
+        if current_world().is_main:
+            MetricsLog(Path(config.checkpoint_dir) / METRICS_FILE).truncate_after(state.iteration)
         return state
     if config.checkpoint_dir and (Path(config.checkpoint_dir) / CHECKPOINT_FILE).exists():
         raise ValueError(f"{config.checkpoint_dir} already holds a checkpoint of a run: continue it "
@@ -132,7 +141,8 @@ def _initial_state(run: DistillRun, log: Callable[[str], None]) -> DistillState:
 def _train(run: DistillRun, state: DistillState, progress: bool, callback: Callback | None,
            log: Callable[[str], None]) -> DistillState:
     config = run.config
-    ckpt = Path(config.checkpoint_dir) if config.checkpoint_dir else None
+    main = current_world().is_main
+    ckpt = Path(config.checkpoint_dir) if config.checkpoint_dir and main else None
     metrics_log = MetricsLog(ckpt / METRICS_FILE) if ckpt else None
     bar = tqdm(total=config.iterations, initial=min(state.iteration, config.iterations),
                disable=not progress, desc=f"distill {config.method}", dynamic_ncols=True)
@@ -142,7 +152,7 @@ def _train(run: DistillRun, state: DistillState, progress: bool, callback: Callb
             started = time.perf_counter()
             state, metrics = outer_iteration(run, state)
             metrics["seconds"] = round(time.perf_counter() - started, 4)
-            if config.eval_every and state.iteration % config.eval_every == 0:
+            if main and config.eval_every and state.iteration % config.eval_every == 0:
                 last_eval = _quick_evaluation(run, state)
                 metrics["eval_accuracy"] = last_eval
             if metrics_log:
@@ -156,10 +166,11 @@ def _train(run: DistillRun, state: DistillState, progress: bool, callback: Callb
             bar.set_postfix(postfix)
             if callback:
                 callback(state, metrics)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, CollectiveError) as e:
         if ckpt:
             save_checkpoint(ckpt, state, config.to_dict())
-            log(f"\ninterrupted: checkpoint of iteration {state.iteration} written to {ckpt}; "
+            what = "interrupted" if isinstance(e, KeyboardInterrupt) else "the other ranks failed"
+            log(f"\n{what}: checkpoint of iteration {state.iteration} written to {ckpt}; "
                 "continue with resume (--resume)")
         raise
     finally:
@@ -175,7 +186,7 @@ def outer_iteration(run: DistillRun, state: DistillState) -> tuple[DistillState,
     config = run.config
     generator = torch.Generator()
     generator.set_state(state.rng)
-    result = get_objective(config.objective)(run, state.theta, generator)
+    result = iteration_objective(run, state.theta, generator)
     theta, momentum, grad_norm = outer_sgd_step(
         state.theta, result.grads, state.momentum, config.outer_lr, config.outer_momentum,
         config.clip_norm)
@@ -183,6 +194,10 @@ def outer_iteration(run: DistillRun, state: DistillState) -> tuple[DistillState,
     metrics = {"iteration": new_state.iteration, "outer_loss": result.loss, **result.metrics,
                "grad_norm": float(grad_norm)}
     return new_state, metrics
+
+
+def _silent(_message: str) -> None:
+    return None
 
 
 def outer_sgd_step(theta: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
