@@ -9,6 +9,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from compressdata.distill.cli_objectives import (
+    add_experts_command,
+    add_objective_options,
+    objective_config_kwargs,
+)
 from compressdata.distill.config import ARCHS, INITS, METHODS, DistillConfig
 
 
@@ -73,7 +78,9 @@ def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--final-eval-networks", type=int, default=0,
                    help="evaluate the result with N fresh networks (its recipe) and record it")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_objective_options(p)
     p.set_defaults(func=run_distill)
+    add_experts_command(subparsers)
 
     p = subparsers.add_parser(
         "evaluate", help="train fresh networks on a bank and test them on a real test split",
@@ -106,6 +113,7 @@ def _config(args: argparse.Namespace, out: Path) -> DistillConfig:
         seed=args.seed, device=args.device, amp=args.amp, checkpoint_dir=checkpoint_dir,
         checkpoint_every=args.checkpoint_every, resume=args.resume, eval_every=args.eval_every,
         eval_epochs=args.eval_epochs, eval_networks=args.eval_networks,
+        **objective_config_kwargs(args),
     ).validate()
 
 
