@@ -98,13 +98,13 @@ def dwa_objective(run: DistillRun, theta: dict[str, torch.Tensor],
                                          config.dwa_first_bn_weight)
         ce = F.cross_entropy(logits, y)
         total = total + ce + config.dwa_r_bn * bn
-        ce_sum += float(ce)
-        bn_sum += float(bn)
+        ce_sum += float(ce.detach())
+        bn_sum += float(bn.detach())
     grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
     out = {k: torch.zeros_like(v) if g is None else g.detach()
            for (k, v), g in zip(leaves.items(), grads, strict=True)}
     n = len(batches)
-    return ObjectiveResult(float(total) / n, out, {"ce": ce_sum / n, "bn": bn_sum / n})
+    return ObjectiveResult(float(total.detach()) / n, out, {"ce": ce_sum / n, "bn": bn_sum / n})
 
 
 def dwa_finish(run: DistillRun, theta: dict[str, torch.Tensor], recipe: TrainingRecipe,
