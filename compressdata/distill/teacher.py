@@ -60,20 +60,21 @@ def _norm_dict(n: Normalization) -> dict[str, Any]:
 
 
 def train_teacher(data: RealData, arch: str = "convnet", width: int = 128, epochs: int = 20,
-                  seed: int = 0, device: torch.device | str = "cpu", progress: bool = False) -> Teacher:
-    """Train a batch-norm network on `data` (SGD lr 0.01 momentum 0.9, weight decay 5e-4, batch 256,
-    cosine schedule), seeded; returned in eval mode."""
+                  seed: int = 0, device: torch.device | str = "cpu", progress: bool = False,
+                  lr: float = 0.05) -> Teacher:
+    """Train a batch-norm network on `data` (SGD at `lr` with momentum 0.9, weight decay 5e-4,
+    batch 256, cosine schedule), seeded; returned in eval mode."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         module = _build(arch, width, data.image_shape, data.num_classes)
-    recipe = TrainingRecipe(architecture=arch, epochs=epochs, lr_schedule="cosine")
+    recipe = TrainingRecipe(architecture=arch, lr=lr, epochs=epochs, lr_schedule="cosine")
     module = train_network(module, data.images, data.labels, recipe, device=device, seed=seed,
                            progress=progress)
     meta = {"format": FORMAT, "version": VERSION, "arch": arch, "width": width,
             "num_classes": data.num_classes, "image_shape": list(data.image_shape),
             "normalization": _norm_dict(data.normalization),
             "training": {"source": data.name, "split": data.split, "examples": len(data),
-                         "epochs": epochs, "seed": seed}}
+                         "epochs": epochs, "lr": lr, "seed": seed}}
     return Teacher(module.eval(), meta)
 
 
