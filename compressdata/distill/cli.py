@@ -9,6 +9,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from compressdata.distill.cli_objectives import (
+    add_experts_command,
+    add_objective_options,
+    objective_config_kwargs,
+)
 from compressdata.distill.config import ARCHS, INITS, METHODS, NETWORK_BATCHINGS, DistillConfig
 from compressdata.distill.distributed import DEFAULT_TIMEOUT_S, distributed_session
 
@@ -88,7 +93,9 @@ def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="real examples buffered per class when streaming (default %(default)s)")
     g.add_argument("--stream-workers", type=int, default=d.stream_workers,
                    help="DataLoader worker processes reading the stream (default %(default)s)")
+    add_objective_options(p)
     p.set_defaults(func=run_distill)
+    add_experts_command(subparsers)
 
     p = subparsers.add_parser(
         "evaluate", help="train fresh networks on a bank and test them on a real test split",
@@ -128,6 +135,7 @@ def _config(args: argparse.Namespace, out: Path) -> DistillConfig:
         network_batching=args.network_batching, collective_timeout=args.collective_timeout,
         streaming=args.streaming, stream_buffer_per_class=args.stream_buffer,
         stream_workers=args.stream_workers,
+        **objective_config_kwargs(args),
     ).validate()
 
 

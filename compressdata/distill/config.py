@@ -15,6 +15,7 @@ from compressdata.models import ARCHITECTURES as ARCHS
 from compressdata.models import NORMS
 
 METHODS = ("rtp", "pixels", "random-real")
+DWA_TEACHER_ARCHS = ("convnet", "resnet18_bn")
 INITS = ("random", "real")
 
 # Fields that may change between a run and its resumption without changing the result.
@@ -72,11 +73,28 @@ class DistillConfig:
     streaming: bool = False
     stream_buffer_per_class: int = 256
     stream_workers: int = 0
+    objective: str | None = None
+    mtt_expert_dir: str | None = None
+    mtt_syn_steps: int = 20
+    mtt_expert_epochs: int = 2
+    mtt_max_start_epoch: int = 20
+    mtt_lr_init: float = 0.01
+    mtt_lr_lr: float = 0.01
+    dwa_teacher: str = "train"
+    dwa_teacher_arch: str = "convnet"
+    dwa_teacher_width: int = 128
+    dwa_teacher_epochs: int = 20
+    dwa_r_bn: float = 0.01
+    dwa_first_bn_weight: float = 10.0
+    dwa_steps: int = 12
+    dwa_rho: float = 0.015
+    dwa_jitter: int = 4
+    dwa_temperature: float = 4.0
 
     @property
-    def objective(self) -> str:
-        """The objective that computes each iteration's gradients (rtp, pixels: bptt)."""
-        return "bptt"
+    def resolved_objective(self) -> str:
+        """The objective that computes each iteration's gradients (default bptt)."""
+        return self.objective or "bptt"
 
     @property
     def resolved_init(self) -> str:
@@ -104,9 +122,9 @@ class DistillConfig:
         if not isinstance(self.eval_every, int) or self.eval_every < 0:
             raise ValueError(f"eval_every must be an int >= 0 (0 = never), got {self.eval_every!r}")
         _one_of("network_batching", self.network_batching, NETWORK_BATCHINGS)
-        if self.network_batching == "vmap" and self.objective != "bptt":
+        if self.network_batching == "vmap" and self.resolved_objective != "bptt":
             raise ValueError(f"network_batching 'vmap' is implemented for the bptt objective, not "
-                             f"{self.objective!r}; use 'loop'")
+                             f"{self.resolved_objective!r}; use 'loop'")
         if not isinstance(self.stream_workers, int) or self.stream_workers < 0:
             raise ValueError(f"stream_workers must be an int >= 0, got {self.stream_workers!r}")
         if self.streaming and not self.source.startswith(("wds:", "hf:")):
@@ -138,7 +156,41 @@ class DistillConfig:
             parse_strategy(self.dsa_strategy)
         if self.amp and self.device is not None and not self.device.startswith("cuda"):
             raise ValueError(f"amp (mixed precision) needs a CUDA device, got device={self.device!r}")
+        self._validate_objective()
         return self
+
+    def _validate_objective(self) -> None:
+        from compressdata.distill.objectives import OBJECTIVES
+
+        if self.objective is not None:
+            _one_of("objective", self.objective, tuple(sorted(OBJECTIVES)))
+            if self.method == "random-real":
+                raise ValueError("random-real does no optimisation: an objective does not apply")
+        for name in ("mtt_syn_steps", "mtt_expert_epochs", "mtt_max_start_epoch", "dwa_teacher_width",
+                     "dwa_teacher_epochs", "dwa_steps"):
+            _positive_int(name, getattr(self, name))
+        for name in ("mtt_lr_init", "mtt_lr_lr", "dwa_rho", "dwa_temperature"):
+            _positive_number(name, getattr(self, name))
+        for name in ("dwa_r_bn", "dwa_first_bn_weight"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if not isinstance(self.dwa_jitter, int) or self.dwa_jitter < 0:
+            raise ValueError(f"dwa_jitter must be an int >= 0 (pixels), got {self.dwa_jitter!r}")
+        _one_of("dwa_teacher_arch", self.dwa_teacher_arch, DWA_TEACHER_ARCHS)
+        if not isinstance(self.dwa_teacher, str) or not self.dwa_teacher:
+            raise ValueError(f"dwa_teacher must be 'train' or a teacher file path, got {self.dwa_teacher!r}")
+        if self.resolved_objective == "mtt":
+            if not self.mtt_expert_dir:
+                raise ValueError("objective mtt needs expert trajectories: set mtt_expert_dir "
+                                 "(--expert-dir; make them with `compressdata experts`)")
+            if self.norm == "batchnorm" or self.arch == "resnet18_bn":
+                raise ValueError("objective mtt steps networks functionally: it needs a norm without "
+                                 f"running statistics (instancenorm or none), got arch={self.arch!r} "
+                                 f"norm={self.norm!r}")
+        if self.resolved_objective == "dwa" and self.learn_labels:
+            raise ValueError("objective dwa labels the synthetic set with the teacher's soft labels: "
+                             "learn_labels does not apply")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values."""
@@ -162,6 +214,12 @@ class DistillConfig:
 def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(allowed)}")
+
+
+def _positive_number(name: str, value: Any) -> None:
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and value > 0):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
 
 
 def _positive_int(name: str, value: Any) -> None:

@@ -41,10 +41,11 @@ from compressdata.distill.methods import (
     init_theta,
     random_real_subset,
 )
+from compressdata.distill.objectives import EXTRA_THETA, FINISHERS
 from compressdata.distill.parallel import iteration_objective
 from compressdata.distill.run import DistillRun
 from compressdata.evaluate import evaluate_tensors
-from compressdata.params import Layout, layout_for_budget
+from compressdata.params import Layout, get_parameterization, layout_for_budget
 
 Callback = Callable[[DistillState, dict[str, Any]], None]
 
@@ -103,13 +104,15 @@ def distill(config: DistillConfig, data: RealData | None = None, *, progress: bo
     if config.method == "random-real":
         generator = torch.Generator().manual_seed(config.seed)
         images, labels = random_real_subset(real, layout.per_class, generator)
-        return _bank(config, data, layout, {"pixels": images}, labels, iterations=0, device=device)
+        return _bank(config, data, layout, {"pixels": images}, labels, iterations=0, device=device,
+                     recipe=training_recipe(config), label_space="index")
     synthetic = SyntheticSet(kind, data.num_classes, layout.per_class, data.image_shape[1:])
     run = DistillRun(config, device, data, real, synthetic, layout)
     state = _initial_state(run, log)
     state = _train(run, state, progress, callback, log)
-    labels = state.theta["labels"] if config.learn_labels else synthetic.hard_labels()
-    return _bank(config, data, layout, state.theta, labels, state.iteration, device)
+    recipe, labels, label_space = bank_targets(run, state.theta)
+    return _bank(config, data, layout, state.theta, labels, state.iteration, device,
+                 recipe=recipe, label_space=label_space)
 
 
 def _initial_state(run: DistillRun, log: Callable[[str], None]) -> DistillState:
@@ -133,6 +136,9 @@ def _initial_state(run: DistillRun, log: Callable[[str], None]) -> DistillState:
                        run.data.image_shape)
     if config.learn_labels:
         theta["labels"] = init_labels(run.synthetic, config.label_init_scale)
+    extra = EXTRA_THETA.get(config.resolved_objective)
+    if extra is not None:
+        theta.update(extra(run))
     theta = {k: v.to(run.device) for k, v in theta.items()}
     momentum = {k: torch.zeros_like(v) for k, v in theta.items()}
     return DistillState(0, theta, momentum, generator.get_state())
@@ -224,11 +230,9 @@ def _quick_evaluation(run: DistillRun, state: DistillState) -> float:
         run.test = load_source(config.source, "test").with_normalization(run.data.normalization)
     with torch.no_grad():
         images = run.synthetic.decode(state.theta).cpu()
-    learned = config.learn_labels
-    targets = state.theta["labels"].detach().cpu() if learned else run.synthetic.hard_labels()
+    recipe, targets, label_space = bank_targets(run, state.theta)
     result = evaluate_tensors(
-        images, targets, training_recipe(config), run.test,
-        label_space="logits" if learned else "index", networks=config.eval_networks,
+        images, targets, recipe, run.test, label_space=label_space, networks=config.eval_networks,
         epochs=config.eval_epochs, device=run.device, seed=config.seed, width=config.width,
         progress=False)
     return result.mean
@@ -248,12 +252,30 @@ def training_recipe(config: DistillConfig) -> TrainingRecipe:
     )
 
 
+def bank_targets(run: DistillRun, theta: dict[str, torch.Tensor]
+                 ) -> tuple[TrainingRecipe, torch.Tensor, str]:
+    """(recipe, labels, label_space) of the bank theta makes: hard labels or learned logits with
+    the standard recipe, then whatever the objective decides (mtt: the learned lr; dwa: the
+    teacher's soft labels)."""
+    config = run.config
+    recipe = training_recipe(config)
+    if config.learn_labels:
+        labels, label_space = theta["labels"].detach(), "logits"
+    else:
+        labels, label_space = run.synthetic.hard_labels(), "index"
+    finish = FINISHERS.get(config.resolved_objective)
+    if finish is not None:
+        recipe, labels, label_space = finish(run, theta, recipe, labels, label_space)
+    return recipe, labels.cpu(), label_space
+
+
 def _bank(config: DistillConfig, data: RealData, layout: Layout, theta: dict[str, torch.Tensor],
-          labels: torch.Tensor, iterations: int, device: torch.device) -> MemoryBank:
+          labels: torch.Tensor, iterations: int, device: torch.device, recipe: TrainingRecipe,
+          label_space: str) -> MemoryBank:
     kind = layout.kind
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in theta.items()
-               if k != "labels"}
-    learned = labels.is_floating_point()
+    tensors = {k: theta[k].detach().to("cpu", torch.float32).contiguous()
+               for k in get_parameterization(kind).tensor_names}
+    learned = label_space != "index"
     hyper = {k: v for k, v in config.to_dict().items()
              if k not in RESUMABLE_CHANGES or k == "iterations"}
     hyper["init"] = config.resolved_init
@@ -274,7 +296,7 @@ def _bank(config: DistillConfig, data: RealData, layout: Layout, theta: dict[str
         classes=data.classes,
         image_size=data.image_shape[1:],
         normalization=data.normalization,
-        recipe=training_recipe(config),
+        recipe=recipe,
         provenance=provenance,
-        label_space="logits" if learned else "index",
+        label_space=label_space,
     )

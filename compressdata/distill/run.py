@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,7 +20,8 @@ from compressdata.params import Layout
 @dataclass
 class DistillRun:
     """The fixed parts of a run: its config, device, real data (and a class-balanced sampler of
-    it), the synthetic set's shape and the storage layout; `test` is loaded on first use."""
+    it), the synthetic set's shape and the storage layout; `test` is loaded on first use; `cache`
+    holds what an objective computes once per run (loaded experts, a teacher), rebuilt on resume."""
 
     config: DistillConfig
     device: torch.device
@@ -28,6 +30,7 @@ class DistillRun:
     synthetic: SyntheticSet
     layout: Layout
     test: RealData | None = None
+    cache: dict[str, Any] = field(default_factory=dict)
 
 
 def fresh_network(config: DistillConfig, image_shape: tuple[int, int, int], num_classes: int,

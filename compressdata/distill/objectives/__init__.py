@@ -1,10 +1,31 @@
 """Distillation objectives, by name. Every objective works with every parameterization: it only
-sees the learnable tensors `theta` and decodes them through `run.synthetic`."""
+sees the learnable tensors `theta` and decodes them through `run.synthetic`.
 
+Some objectives also learn extra tensors that are not stored (EXTRA_THETA, e.g. mtt's `syn_lr`) or
+decide how the bank is labelled and trained on (FINISHERS, e.g. dwa's teacher soft labels).
+"""
+
+from collections.abc import Callable
+
+import torch
+
+from compressdata.bank.metadata import TrainingRecipe
 from compressdata.distill.objectives.base import Objective, ObjectiveResult, draw_seeds
 from compressdata.distill.objectives.bptt import bptt_objective
+from compressdata.distill.objectives.dwa import dwa_finish, dwa_objective
+from compressdata.distill.objectives.mtt import mtt_extra_theta, mtt_finish, mtt_objective
+from compressdata.distill.run import DistillRun
 
-OBJECTIVES: dict[str, Objective] = {"bptt": bptt_objective}
+OBJECTIVES: dict[str, Objective] = {"bptt": bptt_objective, "mtt": mtt_objective, "dwa": dwa_objective}
+
+# extra(run) -> learnable tensors added to theta at initialisation (never stored in the bank).
+ExtraTheta = Callable[[DistillRun], dict[str, torch.Tensor]]
+EXTRA_THETA: dict[str, ExtraTheta] = {"mtt": mtt_extra_theta}
+
+# finish(run, theta, recipe, labels, label_space) -> (recipe, labels, label_space) of the bank.
+Finisher = Callable[[DistillRun, dict[str, torch.Tensor], TrainingRecipe, torch.Tensor, str],
+                    tuple[TrainingRecipe, torch.Tensor, str]]
+FINISHERS: dict[str, Finisher] = {"mtt": mtt_finish, "dwa": dwa_finish}
 
 
 def get_objective(name: str) -> Objective:
@@ -15,4 +36,5 @@ def get_objective(name: str) -> Objective:
         raise ValueError(f"unknown objective {name!r}; expected one of {sorted(OBJECTIVES)}") from None
 
 
-__all__ = ["OBJECTIVES", "Objective", "ObjectiveResult", "draw_seeds", "get_objective"]
+__all__ = ["EXTRA_THETA", "FINISHERS", "OBJECTIVES", "Objective", "ObjectiveResult", "draw_seeds",
+           "get_objective"]
