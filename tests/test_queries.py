@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -176,3 +177,32 @@ def test_cli_writes_one_png_row_per_query(bank, tmp_path):
     bad = subprocess.run([*cmd[:6], "Bag=-1", "-o", str(out)], capture_output=True, text=True,
                          cwd=Path(__file__).parents[1])
     assert bad.returncode == 1 and "entries must be >= 0" in bad.stderr
+
+
+# ---- spec/query-vectors (spec section 12.8) ---------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+QUERY_VECTORS = json.loads((ROOT / "spec" / "query-vectors" / "queries.json").read_text())
+
+
+@pytest.mark.parametrize("case", QUERY_VECTORS["queries"], ids=lambda c: f"{c['bank']}-{c['vector']}")
+def test_query_vectors(case):
+    bank = load_memory_bank(ROOT / "spec" / "vectors" / f"{case['bank']}.safetensors")
+    x, t = bank.query_with_targets(case["vector"], case["n_per_query"])
+    for got, want in ((x, case["examples"]), (t, case["targets"])):
+        expected = torch.tensor(want["values"], dtype=torch.float32).reshape(want["shape"])
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", QUERY_VECTORS["invalid"], ids=lambda c: c["error"])
+def test_invalid_query_vectors_are_refused(case):
+    bank = load_memory_bank(ROOT / "spec" / "vectors" / f"{case['bank']}.safetensors")
+    vector = [float(v) for v in case["vector"]]  # "NaN" / "Infinity" are strings in JSON
+    with pytest.raises(QueryError):
+        bank.query(vector, case["n_per_query"])
+
+
+def test_query_vectors_equal_a_fresh_regeneration(tmp_path):
+    out = tmp_path / "queries.json"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "make_query_vectors.py"), "--out", str(out)], check=True,
+                   capture_output=True)
+    assert out.read_bytes() == (ROOT / "spec" / "query-vectors" / "queries.json").read_bytes()
