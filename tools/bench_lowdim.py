@@ -56,7 +56,12 @@ def main() -> None:
     learner = Learner(width=args.width, steps=args.steps, lr=args.inner_lr)
     seeds = range(1000, 1000 + args.networks)  # evaluation inits, disjoint from distillation's
 
-    rows, curves = [], {}
+    print(f"L={args.width}, T={args.steps} inner steps (lr {args.inner_lr}, momentum 0.9), {args.iterations} outer "
+          f"iterations (Adam {args.outer_lr}), {args.networks} networks, {args.test_points} test points\n")
+    print("| d | r | r^2 d + L | m points | floats | floats / (r^2 d + L) | distilled % | random real % (T steps) "
+          f"| random real % ({args.long_steps} steps) | reference % ({args.reference_points} real) | distil s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    curves: dict[tuple[int, int], list[tuple[float, ...]]] = {}
     for d, r in args.pairs:
         task = MultiIndexTask(d, r, seed=args.seed)
         g = torch.Generator().manual_seed(args.seed + 1)
@@ -75,18 +80,12 @@ def main() -> None:
             real = _mean_std([accuracy(learner.train(task, x0, y0, s), x_test, y_test) for s in seeds])
             real_long = _mean_std([accuracy(learner.train(task, x0, y0, s, steps=args.long_steps), x_test, y_test)
                                    for s in seeds])
-            rows.append((d, r, theory, m, m * d, m * d / theory, dist, real, real_long, reference, seconds))
+            print(f"| {d} | {r} | {theory} | {m} | {m * d} | {m * d / theory:.2f} | "
+                  f"{100 * dist[0]:.1f} +- {100 * dist[1]:.1f} | {100 * real[0]:.1f} +- {100 * real[1]:.1f} | "
+                  f"{100 * real_long[0]:.1f} +- {100 * real_long[1]:.1f} | {100 * reference:.1f} | {seconds:.0f} |",
+                  flush=True)
             curves.setdefault((d, r), []).append((m * d / theory, dist[0], real[0], real_long[0], reference))
 
-    print(f"L={args.width}, T={args.steps} inner steps (lr {args.inner_lr}, momentum 0.9), {args.iterations} outer "
-          f"iterations (Adam {args.outer_lr}), {args.networks} networks, {args.test_points} test points\n")
-    print("| d | r | r^2 d + L | m points | floats | floats / (r^2 d + L) | distilled % | random real % (T steps) "
-          f"| random real % ({args.long_steps} steps) | reference % ({args.reference_points} real) | distil s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for d, r, theory, m, floats, ratio, dist, real, real_long, ref, sec in rows:
-        print(f"| {d} | {r} | {theory} | {m} | {floats} | {ratio:.2f} | {100 * dist[0]:.1f} +- {100 * dist[1]:.1f} | "
-              f"{100 * real[0]:.1f} +- {100 * real[1]:.1f} | {100 * real_long[0]:.1f} +- {100 * real_long[1]:.1f} | "
-              f"{100 * ref:.1f} | {sec:.0f} |")
     _plot(curves, args.plot)
     print(f"\nwrote {args.plot}")
 
