@@ -96,7 +96,7 @@ def _plot(curves: dict[tuple[int, int], list[tuple[float, ...]]], path: Path) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     for k, ((d, r), points) in enumerate(curves.items()):
         color = f"C{k}"
         ratio, dist, real, real_long, ref = (list(v) for v in zip(*points, strict=True))
@@ -108,7 +108,7 @@ def _plot(curves: dict[tuple[int, int], list[tuple[float, ...]]], path: Path) ->
     ax.set_xlabel("stored floats / (r^2 d + L)")
     ax.set_ylabel("test accuracy %")
     ax.set_title("multi-index tasks: distilled vs random real points (dotted: reference)")
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.png")
