@@ -206,3 +206,13 @@ def test_query_vectors_equal_a_fresh_regeneration(tmp_path):
     subprocess.run([sys.executable, str(ROOT / "tools" / "make_query_vectors.py"), "--out", str(out)], check=True,
                    capture_output=True)
     assert out.read_bytes() == (ROOT / "spec" / "query-vectors" / "queries.json").read_bytes()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_queries_on_cuda_match_the_cpu(bank):
+    y = torch.rand(3, bank.num_classes, device="cuda")
+    x, t = bank.query_with_targets(y, 4, device="cuda")
+    assert x.device.type == "cuda" and t.device.type == "cuda"
+    x_cpu, t_cpu = bank.query_with_targets(y.cpu(), 4)
+    torch.testing.assert_close(x.cpu(), x_cpu, rtol=0, atol=1e-4)
+    torch.testing.assert_close(t.cpu(), t_cpu)

@@ -20,7 +20,7 @@ LabelVectors = torch.Tensor | Sequence[float] | Sequence[Sequence[float]] | Mapp
 
 
 def label_vectors_tensor(label_vectors: LabelVectors, classes: Sequence[str]) -> torch.Tensor:
-    """Check label vectors and return them as float32 [Q, num_classes].
+    """Check label vectors and return them as float32 [Q, num_classes] on the CPU.
 
     Accepts one vector [num_classes], a batch [Q, num_classes], or a mapping {class name: weight}
     (missing classes weigh 0). Entries must be finite and >= 0, and every vector must have a
@@ -56,7 +56,7 @@ def label_vectors_tensor(label_vectors: LabelVectors, classes: Sequence[str]) ->
     empty = (y.sum(dim=1) <= 0).nonzero()
     if len(empty):
         raise QueryError(f"label vector {int(empty[0])} is all zeros; a query needs at least one positive entry")
-    return y.to(torch.float32)
+    return y.to(device="cpu", dtype=torch.float32)
 
 
 def parse_label_vector(text: str, classes: Sequence[str]) -> torch.Tensor:
