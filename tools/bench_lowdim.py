@@ -51,10 +51,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--plot", type=Path, default=Path("runs/lowdim.png"))
+    parser.add_argument("--references-only", action="store_true",
+                        help="only the reference networks (T steps and --long-steps on the real points)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     learner = Learner(width=args.width, steps=args.steps, lr=args.inner_lr)
     seeds = range(1000, 1000 + args.networks)  # evaluation inits, disjoint from distillation's
+    if args.references_only:
+        _references(args, learner, seeds)
+        return
 
     print(f"L={args.width}, T={args.steps} inner steps (lr {args.inner_lr}, momentum 0.9), {args.iterations} outer "
           f"iterations (Adam {args.outer_lr}), {args.networks} networks, {args.test_points} test points\n")
@@ -88,6 +93,22 @@ def main() -> None:
 
     _plot(curves, args.plot)
     print(f"\nwrote {args.plot}")
+
+
+def _references(args: argparse.Namespace, learner: Learner, seeds: range) -> None:
+    """The learner trained on --reference-points real points: T steps (what distilled points are
+    trained with) and --long-steps steps."""
+    print(f"| d | r | reference % (T={args.steps} steps) | reference % ({args.long_steps} steps) |")
+    print("|---|---|---|---|")
+    for d, r in args.pairs:
+        task = MultiIndexTask(d, r, seed=args.seed)
+        g = torch.Generator().manual_seed(args.seed + 1)
+        x_test, y_test = task.sample(args.test_points, g)
+        x_ref, y_ref = task.sample(args.reference_points, g)
+        short, long = (_mean_std([accuracy(learner.train(task, x_ref, y_ref, s, steps=steps), x_test, y_test)
+                                  for s in seeds]) for steps in (args.steps, args.long_steps))
+        print(f"| {d} | {r} | {100 * short[0]:.1f} +- {100 * short[1]:.1f} | {100 * long[0]:.1f} +- "
+              f"{100 * long[1]:.1f} |", flush=True)
 
 
 def _plot(curves: dict[tuple[int, int], list[tuple[float, ...]]], path: Path) -> None:
