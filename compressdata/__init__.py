@@ -2,7 +2,7 @@
 
 from compressdata.bank import EvaluationResult, MemoryBank, Normalization, TrainingRecipe
 from compressdata.data.memory_dataset import MemoryDataset
-from compressdata.errors import BankFormatError
+from compressdata.errors import BankFormatError, QueryError
 from compressdata.loading import load_memory_bank, save_memory_bank
 
 __version__ = "0.1.0"
@@ -13,6 +13,7 @@ __all__ = [
     "MemoryBank",
     "MemoryDataset",
     "Normalization",
+    "QueryError",
     "TrainingRecipe",
     "__version__",
     "load_memory_bank",

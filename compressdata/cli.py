@@ -38,6 +38,23 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_query(args: argparse.Namespace) -> int:
+    import torch
+
+    from compressdata.bank.query import parse_label_vector
+    from compressdata.loading import load_memory_bank
+    from compressdata.preview import grid_image
+
+    bank = load_memory_bank(args.bank)
+    y = torch.cat([parse_label_vector(text, bank.classes) for text in args.vector])
+    with torch.no_grad():
+        images = bank.query(y, args.n)
+    rows = list(bank.to_pixels(images).split(len(images) // len(y)))
+    grid_image(rows, scale=args.scale).save(args.out, format="PNG")
+    print(f"wrote {args.out}: {len(y)} queries x {len(rows[0])} examples")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
     parser = argparse.ArgumentParser(prog="compressdata", description=__doc__)
@@ -57,6 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", type=int, default=10, help="examples shown per class")
     p.add_argument("--scale", type=int, default=2, help="pixel magnification")
     p.set_defaults(func=_cmd_preview)
+
+    p = sub.add_parser("query", help="synthesise examples for label vectors (memory banks); PNG, one row per query")
+    p.add_argument("bank", help="bank file or Hub id")
+    p.add_argument("--vector", action="append", required=True,
+                   help="a label vector: numbers, one per class ('0,0.5,0,...'), or class=weight pairs "
+                        "('Sandal=0.5,Sneaker=0.5'); repeat for several queries")
+    p.add_argument("-n", type=int, default=None, help="examples per query (default: all available rows)")
+    p.add_argument("-o", "--out", default="query.png", help="output PNG path")
+    p.add_argument("--scale", type=int, default=2, help="pixel magnification")
+    p.set_defaults(func=_cmd_query)
 
     add_distill_commands(sub)
     add_hub_commands(sub)

@@ -13,3 +13,8 @@ class BankFormatError(ValueError):
         self.problem = problem
         self.path = path
         super().__init__(f"{path}: {problem}" if path else problem)
+
+
+class QueryError(ValueError):
+    """A generalised query cannot be answered: bad label vectors, more rows asked for than the
+    classes have, or a bank kind without addresses. The message says what was given and expected."""

@@ -10,19 +10,22 @@ from PIL import Image
 from compressdata.bank.memory_bank import MemoryBank
 
 
-def preview_grid(bank: MemoryBank, per_class: int = 10, scale: int = 2, padding: int = 1) -> Image.Image:
-    """A grid image: row c shows up to `per_class` examples of class c (by hard label), in pixels."""
-    if per_class < 1 or scale < 1:
-        raise ValueError(f"per_class and scale must be >= 1, got {per_class}, {scale}")
-    labels = bank.hard_labels()
-    c, h, w = bank.image_shape
+def grid_image(rows: list[torch.Tensor], scale: int = 2, padding: int = 1,
+               columns: int | None = None) -> Image.Image:
+    """An RGB grid: row k shows the pixel images rows[k] ([n, C, H, W] in [0, 1]; may be empty);
+    `columns` cells per row (default: the longest row)."""
+    if scale < 1:
+        raise ValueError(f"scale must be >= 1, got {scale}")
+    shapes = {tuple(r.shape[1:]) for r in rows if r.numel()}
+    if len(shapes) != 1:
+        raise ValueError(f"grid rows need one common image shape and at least one image; got {sorted(shapes)}")
+    c, h, w = shapes.pop()
     cell_h, cell_w = h * scale + padding, w * scale + padding
-    grid = torch.ones(3, bank.num_classes * cell_h + padding, per_class * cell_w + padding)
-    for row in range(bank.num_classes):
-        index = torch.nonzero(labels == row).flatten()[:per_class]
-        if index.numel() == 0:
+    columns = columns or max(len(r) for r in rows)
+    grid = torch.ones(3, len(rows) * cell_h + padding, columns * cell_w + padding)
+    for row, images in enumerate(rows):
+        if images.numel() == 0:
             continue
-        images = bank.decode_pixels(index)
         images = images.expand(-1, 3, -1, -1) if c == 1 else images[:, :3]
         images = torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
         for col, image in enumerate(images):
@@ -30,6 +33,18 @@ def preview_grid(bank: MemoryBank, per_class: int = 10, scale: int = 2, padding:
             grid[:, top : top + h * scale, left : left + w * scale] = image
     array = (grid.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
     return Image.fromarray(array, mode="RGB")
+
+
+def preview_grid(bank: MemoryBank, per_class: int = 10, scale: int = 2, padding: int = 1) -> Image.Image:
+    """A grid image: row c shows up to `per_class` examples of class c (by hard label), in pixels."""
+    if per_class < 1 or scale < 1:
+        raise ValueError(f"per_class and scale must be >= 1, got {per_class}, {scale}")
+    labels = bank.hard_labels()
+    rows = []
+    for c in range(bank.num_classes):
+        index = torch.nonzero(labels == c).flatten()[:per_class]
+        rows.append(bank.decode_pixels(index) if index.numel() else torch.empty(0, *bank.image_shape))
+    return grid_image(rows, scale=scale, padding=padding, columns=per_class)
 
 
 def save_preview(bank: MemoryBank, path: str | os.PathLike, per_class: int = 10, scale: int = 2) -> None:

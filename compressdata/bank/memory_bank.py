@@ -18,6 +18,7 @@ from compressdata.bank.format import (
 )
 from compressdata.bank.io import read_bank_file, write_bank_file
 from compressdata.bank.metadata import EvaluationResult, Normalization, TrainingRecipe
+from compressdata.bank.query import LabelVectors, query_bank
 from compressdata.errors import BankFormatError
 from compressdata.params import PARAMETERIZATIONS, get_parameterization
 
@@ -134,6 +135,24 @@ class MemoryBank:
     def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
         """Map decoded examples from the bank's space to [0, 1] pixels."""
         return self.normalization.invert(x).clamp_(0.0, 1.0)
+
+    def query(self, label_vectors: LabelVectors, n_per_query: int | None = None,
+              device: torch.device | str | None = None) -> torch.Tensor:
+        """Examples for arbitrary label vectors (spec section 12; kind `memory` only): query q's
+        example j = decode(sum_c y_qc * A_c[j]), A_c the address rows of class c in row order.
+
+        label_vectors: [num_classes], [Q, num_classes] or {class name: weight}, finite and >= 0;
+        n_per_query: rows j = 0..n-1 (default: all that every weighed class has). Returns float32
+        [Q * n, C, H, W], query-major. A one-hot vector returns the class's own examples exactly.
+        Raises `QueryError` for bad vectors, n too large, or a `pixels` / `lowrank` bank.
+        """
+        return query_bank(self, label_vectors, n_per_query, device)
+
+    def query_with_targets(self, label_vectors: LabelVectors, n_per_query: int | None = None,
+                           device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`query` plus soft targets [Q * n, num_classes]: the rows' target distributions mixed by
+        y and divided by sum(y) (for index labels: y / sum(y))."""
+        return query_bank(self, label_vectors, n_per_query, device, with_targets=True)
 
     def _prepared_on(self, device: torch.device | str | None) -> dict[str, torch.Tensor]:
         """The kind's prepared tensors (e.g. upsampled bases) on `device`, computed once per device."""
