@@ -26,7 +26,8 @@ def grid_image(rows: list[torch.Tensor], scale: int = 2, padding: int = 1,
     for row, images in enumerate(rows):
         if images.numel() == 0:
             continue
-        images = images.expand(-1, 3, -1, -1) if c == 1 else images[:, :3]
+        # 3+ channels: the first three as RGB; 1 or 2 channels: their mean as grey
+        images = images[:, :3] if c >= 3 else images.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
         images = torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
         for col, image in enumerate(images):
             top, left = padding + row * cell_h, padding + col * cell_w

@@ -63,3 +63,16 @@ def test_module_entry_point_runs(bank_path):
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert "valid memory bank" in result.stdout
+
+
+def test_preview_of_a_two_channel_bank_shows_the_channel_mean(tmp_path):
+    pixels = torch.zeros(2, 2, 4, 4)
+    pixels[:, 0] = 1.0  # channel 0 white, channel 1 black -> mean grey 0.5
+    bank = MemoryBank(pixels=pixels, labels=torch.tensor([0, 1]), classes=["a", "b"],
+                      normalization=Normalization([0.0, 0.0], [1.0, 1.0]))
+    path, out = tmp_path / "two.safetensors", tmp_path / "two.png"
+    save_memory_bank(bank, path)
+    assert main(["preview", str(path), "-o", str(out), "--scale", "1"]) == 0
+    image = Image.open(out).convert("RGB")
+    assert image.size == (10 * 5 + 1, 2 * 5 + 1)  # --per-class 10 columns
+    assert image.getpixel((1, 1)) == (128, 128, 128)

@@ -122,7 +122,7 @@ class MemoryBank:
     def decode(self, index: torch.Tensor | Sequence[int] | slice | None = None,
                device: torch.device | str | None = None) -> torch.Tensor:
         """Decode examples (all when `index` is None) to float32 [n, C, H, W] in the bank's space."""
-        prepared = self._prepared_on(device)
+        prepared = self.prepared_on(device)
         if index is not None and not isinstance(index, slice):
             index = torch.as_tensor(index, dtype=torch.int64, device=next(iter(prepared.values())).device)
         return get_parameterization(self.kind).decode_prepared(prepared, index)
@@ -154,7 +154,7 @@ class MemoryBank:
         y and divided by sum(y) (for index labels: y / sum(y))."""
         return query_bank(self, label_vectors, n_per_query, device, with_targets=True)
 
-    def _prepared_on(self, device: torch.device | str | None) -> dict[str, torch.Tensor]:
+    def prepared_on(self, device: torch.device | str | None) -> dict[str, torch.Tensor]:
         """The kind's prepared tensors (e.g. upsampled bases) on `device`, computed once per device."""
         device = torch.device(device) if device is not None else next(iter(self.tensors.values())).device
         if device not in self._prepared:

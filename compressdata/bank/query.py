@@ -144,7 +144,7 @@ def query_bank(bank: Any, label_vectors: LabelVectors, n_per_query: int | None =
     if isinstance(n_per_query, bool) or not isinstance(n_per_query, int) or n_per_query < 1:
         raise QueryError(f"n_per_query must be an int >= 1; got {n_per_query!r}")
     index = _gather_index(y, rows, n_per_query, bank.classes)
-    prepared = bank._prepared_on(device)
+    prepared = bank.prepared_on(device)
     mixed = mix_rows(prepared["addresses"], y, index)
     images = get_parameterization("memory").decode_prepared({**prepared, "addresses": mixed})
     if not with_targets:
