@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from compressdata.continual.cli import add_continual_commands
 from compressdata.distill.cli import add_distill_commands
 from compressdata.errors import BankFormatError
 from compressdata.hub.cli import add_hub_commands
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_preview)
 
     add_distill_commands(sub)
+    add_continual_commands(sub)
     add_hub_commands(sub)
     return parser
 

@@ -127,7 +127,9 @@ def merge_banks(a: MemoryBank, b: MemoryBank, names: tuple[str, str] = ("a", "b"
 
 
 def _check_mergeable(a: MemoryBank, b: MemoryBank) -> None:
-    checks = [("kind", a.kind, b.kind), ("image_shape", a.image_shape, b.image_shape),
+    if a.kind != b.kind:
+        raise ValueError(f"merge: the banks differ in kind: {a.kind} vs {b.kind}")
+    checks = [("image_shape", a.image_shape, b.image_shape),
               ("label_space", a.label_space, b.label_space),
               ("normalization", a.normalization.to_dict(), b.normalization.to_dict()),
               ("tensor dtypes", {k: v.dtype for k, v in a.tensors.items()},

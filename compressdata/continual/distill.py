@@ -20,7 +20,7 @@ from compressdata.data.sources import RealData
 from compressdata.distill.checkpoint import DistillState
 from compressdata.distill.config import DistillConfig
 from compressdata.distill.loop import outer_iteration, resolve_device, training_recipe
-from compressdata.distill.methods import RealSampler, SyntheticSet, random_real_subset
+from compressdata.distill.methods import RealSampler, SyntheticSet
 from compressdata.distill.run import DistillRun
 from compressdata.params import Layout, get_parameterization
 
@@ -50,12 +50,28 @@ def local_view(data: RealData, classes: list[int]) -> RealData:
                     data.split, data.normalization)
 
 
+def real_rows(real: RealSampler, per_class: int, generator: torch.Generator) -> torch.Tensor:
+    """`per_class` rows per class (class-major): distinct real images, and beyond a class's size
+    random convex mixtures of two of its images (so no two rows start equal)."""
+    rows = []
+    for idx in real.by_class:
+        take = idx[torch.randperm(idx.numel(), generator=generator)[:per_class]]
+        images = real.images[take.to(real.images.device)].cpu()
+        extra = per_class - take.numel()
+        if extra > 0:
+            pairs = idx[torch.randint(idx.numel(), (2, extra), generator=generator)].to(real.images.device)
+            lam = torch.rand(extra, 1, 1, 1, generator=generator)
+            images = torch.cat([images, lam * real.images[pairs[0]].cpu() + (1 - lam) * real.images[pairs[1]].cpu()])
+        rows.append(images)
+    return torch.cat(rows)
+
+
 def init_task_theta(real: RealSampler, per_class: int, frozen: torch.Tensor | None, new_bases: int,
                     downsample: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """Addresses and new bases fitted to r real images per class, downsampled by ds: least squares
     onto the frozen bases, then a rank-k truncated SVD of what they leave unexplained (CPU float32)."""
-    images, _ = random_real_subset(real, per_class, generator)
-    small = F.avg_pool2d(images.double(), downsample)
+    images = real_rows(real, per_class, generator)
+    small = F.avg_pool2d(images.double().cpu(), downsample)
     x = small.reshape(small.shape[0], -1)
     coef = x.new_zeros(x.shape[0], 0)
     if frozen is not None:
