@@ -16,6 +16,7 @@ from compressdata.continual.distill import distill_task
 from compressdata.continual.protocols import make_tasks
 from compressdata.continual.runner import ContinualConfig, MethodResult
 from compressdata.distill.config import DistillConfig
+from compressdata.summary import describe_bank
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,6 +56,7 @@ def test_extend_keeps_old_examples_bit_identical_and_storage_exact(tmp_path, dty
     assert again.tasks == grown.tasks and again.metadata()["format_version"] == "1.1"
     assert torch.equal(again.decode(rows), old.decode(rows))
     assert again.task_rows("t1") == slice(12, 15)
+    assert "task t1: rows 12..14, bases 5..6 (c, d)" in describe_bank(again)
 
 
 def test_extend_pixels_bank_without_new_classes() -> None:
