@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from compressdata.continual.cli import add_continual_commands
 from compressdata.distill.cli import add_distill_commands
 from compressdata.distill.distributed import CollectiveError
 from compressdata.errors import BankFormatError
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_query)
 
     add_distill_commands(sub)
+    add_continual_commands(sub)
     add_hub_commands(sub)
     return parser
 

@@ -30,6 +30,12 @@ def describe_bank(bank: MemoryBank) -> str:
         "provenance:    " + (", ".join(f"{k}={v}" for k, v in sorted(bank.provenance.items())) or "(none)"),
         f"checksum:      {bank.checksum()}",
     ]
+    for task in bank.tasks or []:
+        added = f", bases {task['bases'][0]}..{task['bases'][1] - 1}" if "bases" in task else ""
+        if "bases" in task and task["bases"][0] == task["bases"][1]:
+            added = ", no new bases"
+        names = ", ".join(bank.classes[c] for c in task["classes"])
+        lines.append(f"task {task['name']}: rows {task['rows'][0]}..{task['rows'][1] - 1}{added} ({names})")
     if bank.evaluations:
         lines += ["evaluations:"] + [f"  {e.summary()}" for e in bank.evaluations]
     else:

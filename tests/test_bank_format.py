@@ -567,8 +567,10 @@ def test_unknown_optional_keys_are_ignored(tmp_path, valid):
     meta["recipe"]["optimizer"] = "lion"  # unknown recipe values are not the reader's business
     meta["provenance"]["notes"] = "hand-made"
     meta["evaluations"][0]["networks"] = 99  # recomputed from accuracies
+    meta["format_version"] = "1.0"  # `tasks` is opaque in 1.0 files (checked from 1.1 on, spec 3.11)
     meta["tasks"] = [{"classes": [0, 1]}]
-    bank = loads(tmp_path, pack(entries, meta, fix=False))
+    with pytest.warns(UserWarning, match="dropping the 1.0 file's 'tasks' value"):
+        bank = loads(tmp_path, pack(entries, meta, fix=False))
     assert bank.metadata()["future_field"] == {"nested": [1, 2, 3]}
     assert bank.evaluations[0].networks == 2
 

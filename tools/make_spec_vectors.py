@@ -1,4 +1,4 @@
-"""Regenerate the memory-bank test vectors in spec/vectors/ (spec/memory-bank.md, version 1.0).
+"""Regenerate the memory-bank test vectors in spec/vectors/ (spec/memory-bank.md, version 1.1).
 
 Deterministic: fixed seeds, no clocks, so running it twice writes identical bytes. Independent of
 the library on purpose: files, checksums, storage and expected decoded values are produced here
@@ -27,6 +27,7 @@ CHECKSUM_ALGORITHM = "sha256-tensors-v1"
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 CREATED = "2025-01-01T00:00:00+00:00"
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "spec" / "vectors"
+WRITER_VERSION = "1.1"  # the version this spec defines and a writer writes
 
 # Canonical data order (spec section 2.4): by dtype in this order, then by name.
 DTYPE_ORDER = {"I64": 0, "F32": 1, "I32": 2, "BF16": 3, "F16": 4}
@@ -213,7 +214,7 @@ class Bank:
     provenance: dict[str, Any] = field(default_factory=dict)
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
-    format_version: str = "1.0"
+    format_version: str = WRITER_VERSION
 
     def metadata(self) -> dict[str, Any]:
         """The full metadata object (spec section 3), storage and checksum computed from the tensors."""
@@ -330,11 +331,36 @@ def valid_banks() -> dict[str, tuple[Bank, str]]:
         zca_bank(13, rotate=True),
         "pixels whitened by a non-symmetric matrix (ZCA times a rotation): pins the orientation "
         "x = (flat - zca_mean) @ zca_whiten")
-    newer_minor = memory_bank(12, 2, 1, (2, 2), (4, 4), 2, 2, format_version="1.1",
-                              extra={"x_from_1_1": [1, 2, 3]})
-    banks["memory_minor_1_1"] = (newer_minor, "format_version 1.1 with an unknown key: a 1.0 reader must "
+    newer_minor = memory_bank(12, 2, 1, (2, 2), (4, 4), 2, 2, format_version="1.2",
+                              extra={"x_from_1_2": [1, 2, 3]})
+    banks["memory_minor_1_2"] = (newer_minor, "format_version 1.2 with an unknown key: a 1.1 reader must "
                                               "accept it (newer minor version)")
+    banks["memory_tasks"] = (tasks_bank(), "memory grown by two tasks: the second adds a class and a basis; "
+                                           "the first task's addresses are 0 on it (spec 3.11)")
+    domain = pixels_bank(14, "F32", 1, (3, 3), 4, 2, "index")
+    domain.extra = {"tasks": [{"name": "upright", "classes": [0, 1], "rows": [0, 2]},
+                              {"name": "rotated", "classes": [0, 1], "rows": [2, 4], "x_angle": 90}]}
+    banks["pixels_tasks_domains"] = (domain, "pixels grown by two domains with the same classes; a task's "
+                                             "unknown member is kept")
+    legacy = memory_bank(15, 2, 1, (2, 2), (4, 4), 2, 2, format_version="1.0",
+                         extra={"tasks": "reserved in 1.0: any value"})
+    banks["memory_1_0_opaque_tasks"] = (legacy, "format_version 1.0 with a 'tasks' value that is not 1.1 task "
+                                                "metadata: must load (tasks is checked from 1.1 on)")
     return banks
+
+
+def tasks_bank() -> Bank:
+    """memory, K=3, N=4, classes [0, 0, 1, 1]: task t0 (class 0, rows 0-1, bases 0-1) and t1 (class 1,
+    rows 2-3, adds basis 2); rows of t0 are 0 on basis 2."""
+    rng = np.random.default_rng(16)
+    addresses = uniform(rng, (4, 3), 0.5)
+    addresses[:2, 2] = 0.0
+    tensors = {"bases": store(uniform(rng, (3, 1, 2, 2)), "F32"), "addresses": store(addresses, "F32"),
+               "labels": store(np.array([0, 0, 1, 1]), "I64")}
+    tasks = [{"name": "t0", "classes": [0], "rows": [0, 2], "bases": [0, 2]},
+             {"name": "t1", "classes": [1], "rows": [2, 4], "bases": [2, 3]}]
+    return Bank("memory", tensors, (1, 4, 4), ["class_0", "class_1"], "index",
+                provenance=provenance("rtp", 1.0, n_bases=3, downsample=2), extra={"tasks": tasks})
 
 
 def pixels_bank(seed: int, dtype: str, c: int, hw: tuple[int, int], n: int, n_classes: int, space: str) -> Bank:
@@ -475,6 +501,44 @@ INVALID: list[tuple[str, int, str, str, Mutation]] = [
 ]
 
 
+def _tasks_edit(edit: Callable[[list[dict[str, Any]]], Any]) -> Mutation:
+    """A mutation of the tasks bank's `tasks` (the result replaces them when not None)."""
+    def mutate(_bank: Bank) -> bytes:
+        bank = tasks_bank()
+        meta = bank.metadata()
+        result = edit(meta["tasks"])
+        if result is not None:
+            meta["tasks"] = result
+        return bank.file_bytes(meta)
+    return mutate
+
+
+def _address_on_later_basis(_bank: Bank) -> bytes:
+    bank = tasks_bank()
+    bank.tensors["addresses"] = with_value(bank.tensors["addresses"], 2, 0.25)  # row 0 (t0) on basis 2 (t1's)
+    return bank.file_bytes()
+
+
+INVALID += [  # task metadata (spec 3.11), from the valid `memory_tasks` bank
+    ("invalid_tasks_not_list", 62, "metadata field 'tasks'", "tasks is an object, not a list",
+     _tasks_edit(lambda t: t[0])),
+    ("invalid_tasks_no_bases", 62, "metadata field 'tasks[1]'", "a memory bank's task without 'bases'",
+     _tasks_edit(lambda t: t[1].pop("bases") and None)),
+    ("invalid_tasks_duplicate_name", 63, "task names must be unique", "two tasks named t0",
+     _tasks_edit(lambda t: t[1].__setitem__("name", "t0"))),
+    ("invalid_tasks_class_out_of_range", 64, "metadata field 'tasks[1].classes'", "class index 2 with two classes",
+     _tasks_edit(lambda t: t[1].__setitem__("classes", [1, 2]))),
+    ("invalid_tasks_rows_gap", 65, "metadata field 'tasks[1].rows'", "row 2 belongs to no task",
+     _tasks_edit(lambda t: t[1].__setitem__("rows", [3, 4]))),
+    ("invalid_tasks_bases_short", 66, "the bases ranges end at 2", "no task added basis 2",
+     _tasks_edit(lambda t: t[1].__setitem__("bases", [2, 2]))),
+    ("invalid_tasks_label_outside", 67, "not one of the task's classes", "task t1 lists class 0, its rows have 1",
+     _tasks_edit(lambda t: t[1].__setitem__("classes", [0]))),
+    ("invalid_tasks_uses_later_basis", 68, "added by a later task", "a row of t0 uses basis 2, added by t1",
+     _address_on_later_basis),
+]
+
+
 def invalid_base() -> Bank:
     """The valid bank every invalid vector starts from (memory, K=3, N=4, 2 classes, F32)."""
     return memory_bank(100, 3, 1, (2, 2), (4, 4), 4, 2)
@@ -511,7 +575,7 @@ def expected_doc(name: str, bank: Bank, description: str, data: bytes) -> dict[s
         "pixels": {"shape": list(x.shape), "values": f32_list(to_pixels(x, meta["normalization"], bank.tensors))},
         "checksum": meta["checksum"],
         "storage": meta["storage"],
-        "resave_identical": bank.format_version == "1.0",
+        "resave_identical": bank.format_version == WRITER_VERSION,
     }
 
 

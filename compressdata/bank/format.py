@@ -20,6 +20,7 @@ from compressdata.params.memory import UPSAMPLE_MODES
 
 FORMAT_NAME = "compressdata.memory-bank"
 FORMAT_VERSION = (1, 1)
+TASKS_SINCE = (1, 1)  # `tasks` is opaque in 1.0 files and validated from 1.1 on
 METADATA_KEY = "compressdata"
 
 MAX_HEADER_BYTES = 16 * 1024 * 1024
@@ -57,6 +58,12 @@ def check_version(version: Any) -> None:
         raise BankFormatError(f"format_version {version} is not a released version (expected 1.x)")
 
 
+def version_tuple(version: str) -> tuple[int, int]:
+    """(major, minor) of a checked "MAJOR.MINOR" string."""
+    major, minor = version.split(".")
+    return int(major), int(minor)
+
+
 def _is_version(v: str) -> bool:
     parts = v.split(".")
     return len(parts) == 2 and all(p.isascii() and p.isdigit() and len(p) < 6 for p in parts)
@@ -91,6 +98,8 @@ def check_bank(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> 
             raise BankFormatError(f"metadata field '{key}': expected an object, got {type(meta[key]).__name__}")
     _check_recipe(meta.get("recipe", {}))
     _check_evaluations(meta.get("evaluations", []))
+    if "tasks" in meta and version_tuple(meta["format_version"]) >= TASKS_SINCE:
+        check_tasks(meta["tasks"], kind, tensors, meta["label_space"], len(classes))
 
 
 def _image_shape(shape: Any) -> tuple[int, int, int]:
@@ -310,3 +319,65 @@ def _is_number(v: Any) -> bool:
     if _is_int(v):
         return abs(v) <= 1e308  # exact int/float comparison; math.isfinite would overflow on huge ints
     return isinstance(v, float) and math.isfinite(v)
+
+
+def check_tasks(tasks: Any, kind: str, tensors: Mapping[str, torch.Tensor], label_space: str,
+                n_classes: int) -> None:
+    """Rules R62-R68 (spec 3.11): task boundaries of a bank grown task by task."""
+    memory = kind == "memory"
+    shape = "{name: str, classes: [int], rows: [begin, end]" + (", bases: [begin, end]}" if memory else "}")
+    if not (isinstance(tasks, list) and tasks):
+        raise BankFormatError(f"metadata field 'tasks': expected a non-empty list of {shape}, got {_short(tasks)}")
+    for i, task in enumerate(tasks):
+        ok = (isinstance(task, Mapping) and isinstance(task.get("name"), str) and task["name"]
+              and isinstance(task.get("classes"), list) and all(_is_int(c) for c in task["classes"])
+              and _is_range(task.get("rows")) and (_is_range(task.get("bases")) if memory else "bases" not in task))
+        if not ok:
+            extra = "" if memory else f" ('bases' only for kind 'memory', this bank is '{kind}')"
+            raise BankFormatError(f"metadata field 'tasks[{i}]': expected {shape}{extra}, got {_short(task)}")
+    names = [t["name"] for t in tasks]
+    if len(set(names)) != len(names):
+        raise BankFormatError(f"metadata field 'tasks': task names must be unique, got {names}")
+    for i, task in enumerate(tasks):
+        classes = task["classes"]
+        if not classes or len(set(classes)) != len(classes) or not all(0 <= c < n_classes for c in classes):
+            raise BankFormatError(f"metadata field 'tasks[{i}].classes': expected distinct class indices in "
+                                  f"[0, {n_classes}), at least one, got {_short(classes)}")
+    n = PARAMETERIZATIONS[kind].num_examples(tensors)
+    _check_tiling(tasks, "rows", n, "N examples", empty_ok=False)
+    if memory:
+        _check_tiling(tasks, "bases", int(tensors["bases"].shape[0]), "K bases", empty_ok=True)
+    labels = tensors["labels"]
+    hard = labels if label_space == "index" else labels.argmax(dim=1)
+    for i, task in enumerate(tasks):
+        begin, end = task["rows"]
+        allowed = torch.tensor(task["classes"], dtype=torch.int64)
+        outside = ~torch.isin(hard[begin:end], allowed)
+        if bool(outside.any()):
+            row = begin + int(torch.nonzero(outside)[0])
+            raise BankFormatError(f"metadata field 'tasks[{i}]': example {row} has label {int(hard[row])}, "
+                                  f"not one of the task's classes {task['classes']}")
+    for i, task in enumerate(tasks if memory else []):
+        begin, end = task["rows"]
+        if bool((tensors["addresses"][begin:end, task["bases"][1]:] != 0).any()):
+            raise BankFormatError(
+                f"metadata field 'tasks[{i}]': its address rows {begin}..{end - 1} use bases at or after "
+                f"{task['bases'][1]}, added by a later task (they must be 0 there)")
+
+
+def _is_range(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(_is_int(v) for v in value)
+
+
+def _check_tiling(tasks: list, key: str, total: int, what: str, empty_ok: bool) -> None:
+    position = 0
+    for i, task in enumerate(tasks):
+        begin, end = task[key]
+        if begin != position or end < begin or (end == begin and not empty_ok):
+            raise BankFormatError(
+                f"metadata field 'tasks[{i}].{key}': expected [{position}, end] with end "
+                f"{'>=' if empty_ok else '>'} {position} (tasks' {key} ranges tile 0..{what} in order), "
+                f"got {task[key]}")
+        position = end
+    if position != total:
+        raise BankFormatError(f"metadata field 'tasks': the {key} ranges end at {position}, expected {total} ({what})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,8 +14,11 @@ from compressdata.bank.format import (
     FORMAT_NAME,
     FORMAT_VERSION,
     REQUIRED_KEYS,
+    TASKS_SINCE,
     check_bank,
+    check_tasks,
     storage_accounting,
+    version_tuple,
 )
 from compressdata.bank.io import read_bank_file, write_bank_file
 from compressdata.bank.metadata import EvaluationResult, Normalization, TrainingRecipe
@@ -203,6 +207,30 @@ class MemoryBank:
             meta["tasks"] = self.tasks
         return meta
 
+    # ---- growing: tasks, extend, merge (spec 3.11) ------------------------------------------
+    def task_rows(self, name: str) -> slice:
+        """The example rows task `name` added (KeyError naming the known tasks otherwise)."""
+        for task in self.tasks or []:
+            if task["name"] == name:
+                return slice(*task["rows"])
+        raise KeyError(f"no task {name!r}; the bank has {[t['name'] for t in self.tasks or []]}")
+
+    def extend(self, name: str, labels: torch.Tensor | Sequence[int], *, classes: Sequence[str] = (),
+               **tensors: torch.Tensor) -> MemoryBank:
+        """A new bank with task `name` appended: its examples (`tensors` of this bank's kind; for
+        memory `addresses` [n, K + k] and optionally `bases` [k, C, h, w], k new bases) and labels;
+        `classes` names classes the task adds. Stored values of this bank stay bit-identical; see
+        `compressdata.bank.grow.extend_bank`."""
+        from compressdata.bank.grow import extend_bank
+
+        return extend_bank(self, name, labels, classes=classes, **tensors)
+
+    def merge(self, other: MemoryBank, names: tuple[str, str] = ("a", "b")) -> MemoryBank:
+        """This bank's examples followed by `other`'s, as one bank; see `compressdata.bank.grow.merge_banks`."""
+        from compressdata.bank.grow import merge_banks
+
+        return merge_banks(self, other, names=names)
+
     def add_evaluation(self, result: EvaluationResult) -> None:
         """Record a measured evaluation (kept in the file's metadata)."""
         self.evaluations.append(result)
@@ -228,6 +256,14 @@ class MemoryBank:
         """Build a bank from already validated file contents."""
         kind_tensors = {n: tensors[n] for n in PARAMETERIZATIONS[meta["kind"]].tensor_names}
         _, h, w = meta["image_shape"]
+        tasks = meta.get("tasks")
+        if tasks is not None and version_tuple(meta["format_version"]) < TASKS_SINCE:
+            try:  # opaque in 1.0 files: kept when it means what 1.1 defines, else dropped (spec 3.11)
+                check_tasks(tasks, meta["kind"], tensors, meta["label_space"], len(meta["classes"]))
+            except BankFormatError as e:
+                warnings.warn(f"dropping the 1.0 file's 'tasks' value, which is not valid task metadata "
+                              f"of format 1.1: {e.problem}", stacklevel=2)
+                tasks = None
         return cls(
             **kind_tensors,
             labels=tensors["labels"],
@@ -239,7 +275,7 @@ class MemoryBank:
             provenance=meta.get("provenance", {}),
             evaluations=[EvaluationResult.from_dict(e) for e in meta.get("evaluations", [])],
             label_space=meta["label_space"],
-            tasks=meta.get("tasks"),
+            tasks=tasks,
             extra_metadata={k: v for k, v in meta.items() if k not in _KNOWN_KEYS},
         )
 
