@@ -83,9 +83,10 @@ def test_the_learned_lr_and_the_images_get_gradients():
     assert float(g_x.abs().sum()) > 1e-6
     # the gradient of log(lr) is the finite difference of the loss
     eps = 1e-3
+
     def at(v):
         return float(trajectory_loss(synthetic_steps(module, start, lambda i: (x, y),
-                                                     torch.tensor(math.exp(v)), 2), start, target))
+                                                     torch.tensor(math.exp(v)), 2), start, target).detach())
     fd = (at(math.log(0.1) + eps) - at(math.log(0.1) - eps)) / (2 * eps)
     assert float(g_lr) == pytest.approx(fd, rel=1e-2)
 
