@@ -6,7 +6,6 @@ import json
 import math
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from safetensors.torch import save as safetensors_save
 
 from compressdata.bank.format import MAX_HEADER_BYTES, METADATA_KEY, canonical_json, check_bank
 from compressdata.errors import BankFormatError
+from compressdata.files import atomic_write_bytes
 
 DTYPE_SIZES = {"F32": 4, "F16": 2, "BF16": 2, "I64": 8}
 
@@ -141,25 +141,7 @@ def bank_bytes(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> bytes:
 
 
 def write_bank_file(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: str | os.PathLike) -> None:
-    """Validate, then write atomically: a temp file in the same folder, fsync, rename."""
+    """Validate, then write atomically (`compressdata.files.atomic_write`)."""
     check_bank(tensors, meta)
     data = bank_bytes(tensors, meta)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600; give the usual file mode
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    atomic_write_bytes(path, data)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from compressdata.continual.protocols import PROTOCOLS, Task, make_tasks
 from compressdata.data.sources import RealData
 from compressdata.distill.config import DistillConfig
 from compressdata.evaluate import test_accuracy, train_network
+from compressdata.files import atomic_write
 from compressdata.models import build_model
 
 METHODS = ("rtp", "replay", "finetune", "joint")
@@ -282,7 +282,7 @@ def save_plot(result: dict[str, Any], path: str | os.PathLike) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
 
 
@@ -291,19 +291,7 @@ def write_outputs(result: dict[str, Any], out: str | os.PathLike) -> dict[str, P
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "table": out / "table.md", "plot": out / "accuracy.png"}
-    _atomic(paths["json"], lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1) + "\n"))
-    _atomic(paths["table"], lambda tmp: Path(tmp).write_text(markdown_table(result)))
+    atomic_write(paths["json"], lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1) + "\n"))
+    atomic_write(paths["table"], lambda tmp: Path(tmp).write_text(markdown_table(result)))
     save_plot(result, paths["plot"])
     return paths
-
-
-def _atomic(path: str | os.PathLike, write) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -23,6 +23,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from compressdata.bank.memory_bank import MemoryBank
+from compressdata.files import atomic_write_bytes
 
 DECODE_CHUNK = 1024
 IMAGE_FORMATS = ("pil", "array")
@@ -214,19 +215,7 @@ def export_png(
     for chunk in _batches(selected, "writing PNGs"):
         for i, image in zip(chunk.tolist(), to_pil_images(bank.decode_pixels(chunk)), strict=True):
             path = out / folders[int(hard[i])] / f"{i:0{width}d}.png"
-            _atomic_write(path, png_bytes(image))
+            atomic_write_bytes(path, png_bytes(image))
             written.append(str(path))
-    _atomic_write(out / "classes.json", json.dumps(list(bank.classes), indent=1).encode())
+    atomic_write_bytes(out / "classes.json", json.dumps(list(bank.classes), indent=1).encode())
     return written
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

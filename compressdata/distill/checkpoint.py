@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,9 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+
+from compressdata.bank.format import canonical_json
+from compressdata.files import atomic_write
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 METRICS_FILE = "metrics.jsonl"
@@ -38,23 +40,6 @@ class DistillState:
     rng: torch.Tensor
 
 
-def canonical_json(obj: Any) -> str:
-    """Sorted keys, no whitespace, no NaN: the same content always gives the same bytes."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(directory: str | os.PathLike, state: DistillState,
                     config: dict[str, Any]) -> Path:
     """Write `state` and `config` atomically to directory/checkpoint.safetensors; return the path."""
@@ -64,7 +49,7 @@ def save_checkpoint(directory: str | os.PathLike, state: DistillState,
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     meta = {"format": FORMAT, "version": VERSION, "iteration": state.iteration, "config": config}
     path = Path(directory) / CHECKPOINT_FILE
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={_KEY: canonical_json(meta)}))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={_KEY: canonical_json(meta)}))
     return path
 
 
@@ -129,4 +114,4 @@ class MetricsLog:
             return
         kept = [r for r in self.records() if r.get("iteration", 0) <= iteration]
         text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
-        _atomic_write(self.path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        atomic_write(self.path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

@@ -24,9 +24,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from compressdata.bank.format import canonical_json
 from compressdata.data.sources import RealData, load_source
 from compressdata.data.zca import zca_normalization
-from compressdata.distill.checkpoint import _atomic_write, canonical_json
+from compressdata.files import atomic_write
 from compressdata.models import build_model
 
 FORMAT = "compressdata.expert-trajectory"
@@ -114,7 +115,7 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
 
 
 def _write(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={_KEY: canonical_json(meta)}))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={_KEY: canonical_json(meta)}))
 
 
 def _write_manifest(directory: Path, config: ExpertConfig, names: list[str],
@@ -123,7 +124,7 @@ def _write_manifest(directory: Path, config: ExpertConfig, names: list[str],
                 "experts": [{"index": i, "file": expert_file(directory, i).name, "epochs": done[i]}
                             for i in sorted(done)]}
     path = directory / MANIFEST
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1, sort_keys=True)))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1, sort_keys=True)))
 
 
 def train_experts(config: ExpertConfig, directory: str | os.PathLike, data: RealData | None = None,

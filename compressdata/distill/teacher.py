@@ -18,10 +18,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from compressdata.bank.format import canonical_json
 from compressdata.bank.metadata import Normalization, TrainingRecipe
 from compressdata.data.sources import RealData
-from compressdata.distill.checkpoint import _atomic_write, canonical_json
 from compressdata.evaluate import train_network
+from compressdata.files import atomic_write
 from compressdata.models import build_model
 
 FORMAT = "compressdata.teacher"
@@ -82,7 +83,7 @@ def save_teacher(teacher: Teacher, path: str | os.PathLike) -> Path:
     """Write `teacher` atomically to `path` (safetensors)."""
     path = Path(path)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in teacher.module.state_dict().items()}
-    _atomic_write(path, lambda tmp: save_file(state, tmp, metadata={_KEY: canonical_json(teacher.meta)}))
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata={_KEY: canonical_json(teacher.meta)}))
     return path
 
 
