@@ -84,9 +84,9 @@ def test_config_refuses_replay_with_finetuned_bases() -> None:
 def test_runner_with_replay_on_the_domain_incremental_protocol() -> None:
     """Rotations share all 10 classes: the replayed memories carry the same labels as the new rows."""
     torch.set_num_threads(1)
-    args = build_parser().parse_args(["continual", "--protocol", "rotated-fashion-mnist", "--out", "x", "--replay-old"])
-    assert args.replay_old and not build_parser().parse_args(
-        ["continual", "--protocol", "rotated-fashion-mnist", "--out", "x"]).replay_old
+    command = ["continual", "--protocol", "rotated-fashion-mnist", "--out", "x"]
+    assert build_parser().parse_args(command).replay_old  # on by default
+    assert not build_parser().parse_args([*command, "--no-replay-old"]).replay_old
     cfg = ContinualConfig(protocol="rotated-fashion-mnist", methods=("rtp",), budget_ipc=1, n_bases=4, new_bases=1,
                           iterations=1, unroll_steps=2, inner_batch=2, real_batch=2, width=4, epochs=2,
                           replay_old_memories=True, angles=(0.0, 90.0), train_per_class=12, test_per_class=5)

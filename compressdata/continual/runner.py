@@ -56,7 +56,7 @@ class ContinualConfig:
     real_batch: int = 16
     outer_lr: float = 30.0
     finetune_bases: bool = False
-    replay_old_memories: bool = False
+    replay_old_memories: bool = True
     width: int = 16
     epochs: int = 100
     real_epochs: int = 10
@@ -83,7 +83,8 @@ class ContinualConfig:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if self.replay_old_memories and self.finetune_bases:
-            raise ValueError("replay_old_memories replays frozen memories; it cannot be combined with finetune_bases")
+            raise ValueError("replay_old_memories replays frozen memories; it cannot be combined with finetune_bases "
+                             "(set replay_old_memories=False, CLI --no-replay-old)")
         if not isinstance(self.new_bases, int) or self.new_bases < 0:
             raise ValueError(f"new_bases must be an int >= 0, got {self.new_bases!r}")
         return self
