@@ -27,6 +27,9 @@ def add_continual_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--new-bases", type=int, default=d.new_bases, help="bases each later task adds (rtp)")
     p.add_argument("--downsample", type=int, default=d.downsample)
     p.add_argument("--finetune-bases", action="store_true", help="train existing bases too (default: frozen)")
+    p.add_argument("--replay-old", action=argparse.BooleanOptionalAction, default=d.replay_old_memories,
+                   help="rtp: distil each task with the earlier memories in the inner and outer batches "
+                        "(default: %(default)s)")
     p.add_argument("--iterations", type=int, default=d.iterations, help="outer iterations per task")
     p.add_argument("--unroll-steps", type=int, default=d.unroll_steps)
     p.add_argument("--inner-batch", type=int, default=d.inner_batch, help="synthetic examples per class per step")
@@ -60,7 +63,8 @@ def run_continual_command(args: argparse.Namespace) -> int:
         protocol=args.protocol, methods=tuple(args.methods), budget_ipc=args.budget_ipc, n_bases=args.n_bases,
         new_bases=args.new_bases, downsample=args.downsample, iterations=args.iterations,
         unroll_steps=args.unroll_steps, inner_batch=args.inner_batch, real_batch=args.real_batch,
-        outer_lr=args.outer_lr, finetune_bases=args.finetune_bases, width=args.width, epochs=args.epochs,
+        outer_lr=args.outer_lr, finetune_bases=args.finetune_bases,
+        replay_old_memories=args.replay_old, width=args.width, epochs=args.epochs,
         real_epochs=args.real_epochs, networks=args.networks, train_per_class=args.train_per_class or None,
         test_per_class=args.test_per_class or None, angles=tuple(args.angles), seed=args.seed, device=args.device)
     result = run_continual(cfg, progress=not args.no_progress)

@@ -16,11 +16,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from compressdata.bank.memory_bank import MemoryBank
+from compressdata.continual.replay import MixedSampler, OldMemories
 from compressdata.data.sources import RealData
 from compressdata.distill.checkpoint import DistillState
 from compressdata.distill.config import DistillConfig
 from compressdata.distill.loop import outer_iteration, resolve_device, training_recipe
-from compressdata.distill.methods import RealSampler, SyntheticSet
+from compressdata.distill.methods import Augment, RealSampler, SyntheticSet
 from compressdata.distill.run import DistillRun
 from compressdata.params import Layout, get_parameterization
 
@@ -28,9 +29,27 @@ from compressdata.params import Layout, get_parameterization
 @dataclass(frozen=True)
 class TaskSynthetic(SyntheticSet):
     """A task's synthetic set: theta holds `addresses` [m*r, K_old + k] and `new_bases` [k, C, h, w]
-    (frozen old bases prepended), or `bases` (all, fine-tuned) and `addresses`."""
+    (frozen old bases prepended), or `bases` (all, fine-tuned) and `addresses`. With `old` (replay)
+    its inner minibatches also carry earlier memories (see `continual.replay`)."""
 
     frozen: torch.Tensor | None = field(default=None, compare=False)
+    label_map: torch.Tensor | None = field(default=None, compare=False)
+    old: OldMemories | None = field(default=None, compare=False)
+
+    def minibatch(self, theta: dict[str, torch.Tensor], per_class: int, generator: torch.Generator,
+                  augment: Augment | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Without `old`, the task's rows alone (task-local labels). With `old` (replay), the task's
+        rows labelled `label_map[c]` in the seen-class space, then `per_class` earlier memories of
+        every earlier class, augmented together."""
+        if self.old is None:
+            return super().minibatch(theta, per_class, generator, augment)
+        device = next(iter(theta.values())).device
+        index = self.sample_index(per_class, generator).to(device)
+        x_old, y_old = self.old.sample(per_class, generator)
+        x = torch.cat([self.decode(theta, index), x_old.to(device)])
+        if augment is not None:
+            x = augment(x, generator)
+        return x, torch.cat([self.label_map.to(device)[index // self.per_class], y_old.to(device)])
 
     def decode(self, theta: dict[str, torch.Tensor], index: torch.Tensor | None = None) -> torch.Tensor:
         if "bases" in theta:
@@ -89,11 +108,15 @@ def init_task_theta(real: RealSampler, per_class: int, frozen: torch.Tensor | No
 
 def distill_task(config: DistillConfig, data: RealData, classes: list[int], name: str,
                  bank: MemoryBank | None = None, *, new_bases: int, per_class: int,
-                 finetune_bases: bool = False, progress: bool = True) -> MemoryBank:
+                 finetune_bases: bool = False, replay_old: bool = False, progress: bool = True) -> MemoryBank:
     """`bank` grown by task `name`: `per_class` address rows for each of `classes` (indices into
     data.classes) distilled from `data` with BPTT, plus `new_bases` new bases. With no bank, the
     first bank (all its bases new). Existing bases stay frozen (bit-identical, as do old addresses)
     unless `finetune_bases`, which trains them too (old examples then change).
+
+    `replay_old` (needs a bank): distil in the label space of all classes seen so far, with the
+    bank's decoded examples (frozen) mixed class-balanced into every inner minibatch and into the
+    outer batch of real task images (`continual.replay`); without it, the task's classes alone.
 
     Uses config's network, unroll, batch, learning-rate, downsample and seed settings.
     """
@@ -106,11 +129,22 @@ def distill_task(config: DistillConfig, data: RealData, classes: list[int], name
     local = local_view(data, classes)
     frozen = None if bank is None else bank.tensors["bases"].to(device, torch.float32)
     k_total = new_bases + (0 if frozen is None else frozen.shape[0])
-    synthetic = TaskSynthetic("memory", len(classes), per_class, local.image_shape[1:],
-                              bank.upsample if bank is not None else "bilinear", frozen)
+    upsample = bank.upsample if bank is not None else "bilinear"
     real = RealSampler(local.images.to(device), local.labels, len(classes))
     layout = Layout("memory", per_class, k_total, config.downsample)
-    run = DistillRun(config, device, local, real, synthetic, layout)
+    if replay_old and bank is not None:
+        if finetune_bases:
+            raise ValueError("replay_old replays frozen memories; it cannot be combined with finetune_bases")
+        seen = bank.classes + [n for n in local.classes if n not in bank.classes]
+        label_map = torch.tensor([seen.index(n) for n in local.classes])
+        old = OldMemories.from_bank(bank, seen, device)
+        synthetic = TaskSynthetic("memory", len(classes), per_class, local.image_shape[1:], upsample, frozen,
+                                  label_map, old)
+        view = RealData(local.pixels, label_map[local.labels], seen, local.name, local.split, local.normalization)
+        run = DistillRun(config, device, view, MixedSampler(real, label_map, old), synthetic, layout)
+    else:
+        synthetic = TaskSynthetic("memory", len(classes), per_class, local.image_shape[1:], upsample, frozen)
+        run = DistillRun(config, device, local, real, synthetic, layout)
     generator = torch.Generator().manual_seed(config.seed)
     theta = init_task_theta(real, per_class, frozen, new_bases, config.downsample, generator)
     if finetune_bases and frozen is not None:

@@ -4,7 +4,8 @@ After every task each method trains networks and tests them on the test data of 
 so far (a single head over all classes):
 
 - `rtp`: the task is distilled into new addresses (+ a few new bases) of one growing memory bank
-  (`continual.distill.distill_task`); fresh networks are trained on all memories so far.
+  (`continual.distill.distill_task`; with `replay_old_memories`, together with the earlier
+  memories, `continual.replay`); fresh networks are trained on all memories so far.
 - `replay`: random real exemplars of every task class, `floor(budget_ipc)` per class per task,
   kept in a growing pixels bank; fresh networks are trained on all exemplars so far.
 - `finetune` (lower bound): the same networks keep training on each new task's real data only.
@@ -55,6 +56,7 @@ class ContinualConfig:
     real_batch: int = 16
     outer_lr: float = 30.0
     finetune_bases: bool = False
+    replay_old_memories: bool = True
     width: int = 16
     epochs: int = 100
     real_epochs: int = 10
@@ -80,6 +82,9 @@ class ContinualConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.replay_old_memories and self.finetune_bases:
+            raise ValueError("replay_old_memories replays frozen memories; it cannot be combined with finetune_bases "
+                             "(set replay_old_memories=False, CLI --no-replay-old)")
         if not isinstance(self.new_bases, int) or self.new_bases < 0:
             raise ValueError(f"new_bases must be an int >= 0, got {self.new_bases!r}")
         return self
@@ -154,7 +159,7 @@ def run_continual(cfg: ContinualConfig, *, tasks: list[Task] | None = None, prog
                 new, rows = rtp_rows_per_class(cfg, state["rtp"], len(task.classes), budget, chw)
                 state["rtp"] = distill_task(cfg.distill_config(), task.train, task.classes, task.name, state["rtp"],
                                             new_bases=new, per_class=rows, finetune_bases=cfg.finetune_bases,
-                                            progress=progress)
+                                            replay_old=cfg.replay_old_memories, progress=progress)
                 accs = _fresh_networks(cfg, *bank_training_set(state["rtp"], task.train), seen, n_classes)
                 storage = state["rtp"].storage["floats_stored"]
             elif method == "replay":
