@@ -1,8 +1,10 @@
-"""The distillation loop: `distill(config) -> MemoryBank` for the rtp, pixels and random-real methods.
+"""The distillation loop: `distill(config) -> MemoryBank` for every parameterization x objective
+(x add-ons), and the random-real baseline.
 
 One outer iteration: the config's objective (`distill.objectives`, e.g. bptt: a fresh network, T
-unrolled inner steps, the hypergradient of the real-batch loss) gives gradients for the learnable
-tensors, then one shared outer SGD step with gradient-norm clipping.
+unrolled inner steps, the hypergradient of the real-batch loss; dm, gm: autograd of their loss),
+with its add-ons, gives gradients for the learnable tensors, then one shared outer SGD step with
+gradient-norm clipping (lr, momentum and clip resolved per objective, `DistillConfig.resolved_outer`).
 All randomness of iteration i comes from one CPU generator whose state is part of the run's state,
 so a run resumed from a checkpoint continues exactly as an uninterrupted one.
 """
@@ -33,14 +35,13 @@ from compressdata.distill.checkpoint import (
 )
 from compressdata.distill.config import RESUMABLE_CHANGES, DistillConfig
 from compressdata.distill.methods import (
-    KIND_OF_METHOD,
     RealSampler,
     SyntheticSet,
     init_labels,
     init_theta,
     random_real_subset,
 )
-from compressdata.distill.objectives import get_objective
+from compressdata.distill.objectives import objective_for
 from compressdata.distill.run import DistillRun
 from compressdata.evaluate import evaluate_tensors
 from compressdata.params import Layout, layout_for_budget
@@ -86,10 +87,11 @@ def distill(config: DistillConfig, data: RealData | None = None, *, progress: bo
     if config.amp and device.type != "cuda":
         raise ValueError(f"amp (bfloat16 autocast) is for CUDA devices; this run is on {device}")
     data = prepare_source(config, data)
-    kind = KIND_OF_METHOD[config.method]
+    kind = config.kind
     layout = layout_for_budget(kind, config.budget_ipc, data.num_classes, data.image_shape,
-                               n_bases=config.n_bases, downsample=config.downsample)
-    log(f"{config.method} on {data.name} ({data.split}, {len(data)} examples), budget IPC "
+                               n_bases=config.n_bases, downsample=config.downsample,
+                               rank=config.rank)
+    log(f"{config.method_name} on {data.name} ({data.split}, {len(data)} examples), budget IPC "
         f"{config.budget_ipc:g}: {layout.describe()}")
     real = RealSampler(data.images.to(device), data.labels, data.num_classes)
     if config.method == "random-real":
@@ -135,7 +137,7 @@ def _train(run: DistillRun, state: DistillState, progress: bool, callback: Callb
     ckpt = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     metrics_log = MetricsLog(ckpt / METRICS_FILE) if ckpt else None
     bar = tqdm(total=config.iterations, initial=min(state.iteration, config.iterations),
-               disable=not progress, desc=f"distill {config.method}", dynamic_ncols=True)
+               disable=not progress, desc=f"distill {config.method_name}", dynamic_ncols=True)
     last_eval: float | None = None
     try:
         while state.iteration < config.iterations:
@@ -175,10 +177,10 @@ def outer_iteration(run: DistillRun, state: DistillState) -> tuple[DistillState,
     config = run.config
     generator = torch.Generator()
     generator.set_state(state.rng)
-    result = get_objective(config.objective)(run, state.theta, generator)
-    theta, momentum, grad_norm = outer_sgd_step(
-        state.theta, result.grads, state.momentum, config.outer_lr, config.outer_momentum,
-        config.clip_norm)
+    result = objective_for(config)(run, state.theta, generator)
+    lr, mu, clip = config.resolved_outer
+    theta, momentum, grad_norm = outer_sgd_step(state.theta, result.grads, state.momentum, lr, mu,
+                                                clip)
     new_state = DistillState(state.iteration + 1, theta, momentum, generator.get_state())
     metrics = {"iteration": new_state.iteration, "outer_loss": result.loss, **result.metrics,
                "grad_norm": float(grad_norm)}
@@ -188,7 +190,8 @@ def outer_iteration(run: DistillRun, state: DistillState) -> tuple[DistillState,
 def outer_sgd_step(theta: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
                    momentum: dict[str, torch.Tensor], lr: float, mu: float, clip: float
                    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
-    """SGD with momentum (PyTorch semantics) after clipping the total gradient norm to `clip`.
+    """SGD with momentum (PyTorch semantics) after clipping the total gradient norm to `clip`
+    (math.inf: no clipping).
 
     Returns new dicts (theta', momentum', the gradient norm before clipping); inputs are unchanged.
     """
@@ -235,16 +238,18 @@ def _bank(config: DistillConfig, data: RealData, layout: Layout, theta: dict[str
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in theta.items()
                if k != "labels"}
     learned = labels.is_floating_point()
-    hyper = {k: v for k, v in config.to_dict().items()
+    hyper = {k: v for k, v in config.resolved().to_dict().items()
              if k not in RESUMABLE_CHANGES or k == "iterations"}
-    hyper["init"] = config.resolved_init
+    optimised = config.method != "random-real"
     provenance = {
         "source": {"dataset": data.name, "split": data.split, "examples": len(data)},
-        "method": {"name": config.method, "hyperparameters": hyper,
+        "method": {"name": config.method_name, "parameterization": kind,
+                   "objective": config.objective if optimised else None,
+                   "addons": config.addons, "hyperparameters": hyper,
                    "iterations_done": iterations},
         "budget_ipc": config.budget_ipc,
         "layout": {"kind": kind, "per_class": layout.per_class, "n_bases": layout.n_bases,
-                   "downsample": layout.downsample, "floats": layout.floats},
+                   "downsample": layout.downsample, "rank": layout.rank, "floats": layout.floats},
         "device": str(device),
         "library": {"name": "compressdata", "version": compressdata.__version__},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
