@@ -12,9 +12,13 @@
 (b) `--part protocol`: Fashion-MNIST at budget IPC 1 and 10 for random-real, pixels and rtp; each
     bank is evaluated on fresh networks and the rows are printed as they finish. The default is
     the CPU protocol (narrow ConvNet, short unrolls, few iterations); `--full` is the GPU protocol.
+(c) `--part methods`: objectives x parameterizations at equal storage, with and without the mim
+    add-on, on the small CPU protocol of `METHODS_PROTOCOL` (docs/methods.md); each bank is
+    evaluated on `--networks` fresh networks, rows printed as they finish.
 
     python tools/bench_distill.py --part memory --unroll 50 150
     python tools/bench_distill.py --part protocol --ipc 1 --methods random-real pixels rtp
+    python tools/bench_distill.py --part methods --ipc 1 --objectives bptt dm gm --mim 0 1
 """
 
 from __future__ import annotations
@@ -53,6 +57,13 @@ CPU_PROTOCOL = dict(width=16, unroll_steps=20, iterations=200, inner_batch_per_c
 FULL_PROTOCOL = dict(width=128, unroll_steps=150, iterations=5000, inner_batch_per_class=32,
                      real_batch_per_class=64, init="random", outer_lr=0.1)
 N_BASES = {1: 16, 10: 64, 50: 64}
+# (c) methods: shared settings, then per objective what fits a few minutes a row on one CPU thread.
+METHODS_COMMON = dict(width=16, inner_batch_per_class=10, real_batch_per_class=32, init="real")
+METHODS_PROTOCOL = {
+    "bptt": dict(iterations=30, unroll_steps=10, outer_lr=30.0),
+    "dm": dict(iterations=150),
+    "gm": dict(iterations=60),
+}
 
 
 class SavedTensorMeter:
@@ -242,9 +253,60 @@ def protocol_table(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def methods_table(args: argparse.Namespace) -> list[dict]:
+    train = load_source("fashion-mnist", "train")
+    test = load_source("fashion-mnist", "test")
+    if args.test_examples:
+        test = test.subset(torch.arange(args.test_examples))
+    print(f"\n(c) Fashion-MNIST methods (CPU): {METHODS_COMMON}, per objective {METHODS_PROTOCOL}, "
+          f"mim temperature {args.mim_temperature}; evaluation: {args.networks} fresh "
+          f"ConvNet-{METHODS_COMMON['width']} per bank, {args.eval_epochs} epochs, "
+          f"{len(test)} test images\n")
+    print("| IPC | objective | param | mim | examples | floats | distill s | accuracy % (mean +- std) |")
+    print("|---|---|---|---|---|---|---|---|", flush=True)
+    rows = []
+    for ipc in args.ipc:
+        if args.baseline:
+            config = DistillConfig(method="random-real", budget_ipc=ipc, seed=args.seed,
+                                   device=args.device, width=METHODS_COMMON["width"])
+            rows.append(_methods_row(config, train, test, args))
+        for objective in args.objectives:
+            for kind in args.params:
+                for mim in args.mim:
+                    config = DistillConfig(
+                        objective=objective, parameterization=kind, budget_ipc=ipc, seed=args.seed,
+                        n_bases=N_BASES.get(ipc, 16), device=args.device, mim_weight=mim,
+                        mim_temperature=args.mim_temperature,
+                        **{**METHODS_COMMON, **METHODS_PROTOCOL[objective]})
+                    rows.append(_methods_row(config, train, test, args))
+    return rows
+
+
+def _methods_row(config: DistillConfig, train, test, args: argparse.Namespace) -> dict:
+    started = time.perf_counter()
+    bank = distill(config, train, progress=args.progress, log=lambda s: None)
+    seconds = time.perf_counter() - started
+    result = evaluate_bank(bank, test, networks=args.networks, epochs=args.eval_epochs,
+                           width=config.width, device=args.device, seed=args.seed,
+                           progress=args.progress)
+    if args.out_dir:
+        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+        bank.add_evaluation(result)
+        bank.save(Path(args.out_dir) / f"fmnist-ipc{config.budget_ipc:g}-{config.method_name}.safetensors")
+    objective = "-" if config.method == "random-real" else config.objective
+    row = {"ipc": config.budget_ipc, "objective": objective, "param": config.kind,
+           "mim": config.mim_weight, "examples": len(bank), "floats": bank.storage["floats_stored"],
+           "distill_seconds": seconds, "accuracies": result.accuracies, "mean": result.mean,
+           "std": result.std}
+    print(f"| {row['ipc']:g} | {objective} | {row['param']} | {row['mim']:g} | "
+          f"{row['examples']} | {row['floats']} | {seconds:.0f} | {100 * result.mean:.2f} +- "
+          f"{100 * result.std:.2f} |", flush=True)
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--part", choices=("memory", "protocol", "all"), default="all")
+    p.add_argument("--part", choices=("memory", "protocol", "methods", "all"), default="all")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--json", default=None, help="also write all rows to this JSON file")
@@ -269,6 +331,15 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--checkpoint-root", default=None, help="checkpoint each row here")
     g.add_argument("--resume", action="store_true", help="resume rows from --checkpoint-root")
     g.add_argument("--progress", action="store_true")
+    g = p.add_argument_group("(c) methods (also uses --ipc, --networks, --eval-epochs, --seed)")
+    g.add_argument("--baseline", action="store_true", help="also a random-real row per IPC")
+    g.add_argument("--objectives", nargs="*", default=["bptt", "dm", "gm"],
+                   choices=tuple(METHODS_PROTOCOL))
+    g.add_argument("--params", nargs="+", default=["pixels", "memory", "lowrank"],
+                   choices=("pixels", "memory", "lowrank"))
+    g.add_argument("--mim", type=float, nargs="+", default=[0.0, 1.0], help="mim weights (0: off)")
+    g.add_argument("--mim-temperature", type=float, default=0.1)
+    g.add_argument("--test-examples", type=int, default=0, help="first N test images (0: all)")
     p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads:
@@ -282,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         rows["memory"] = memory_table(replace_width(args, 16))
     if args.part in ("protocol", "all"):
         rows["protocol"] = protocol_table(args)
+    if args.part in ("methods", "all"):
+        rows["methods"] = methods_table(args)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0
