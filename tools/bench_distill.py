@@ -37,10 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from compressdata.bank.memory_bank import MemoryBank
 from compressdata.data.sources import load_source
 from compressdata.distill.bptt import naive_unroll_hypergradient, reverse_hypergradient
 from compressdata.distill.config import DistillConfig
-from compressdata.distill.loop import distill
+from compressdata.distill.loop import distill, training_recipe
 from compressdata.distill.methods import RealSampler, SyntheticSet, init_theta
 from compressdata.distill.run import fresh_network
 from compressdata.evaluate import evaluate_bank
@@ -270,6 +271,10 @@ def methods_table(args: argparse.Namespace) -> list[dict]:
             config = DistillConfig(method="random-real", budget_ipc=ipc, seed=args.seed,
                                    device=args.device, width=METHODS_COMMON["width"])
             rows.append(_methods_row(config, train, test, args))
+            for kind in (k for k in args.params if k != "pixels"):  # pixels' init IS random-real
+                config = DistillConfig(parameterization=kind, budget_ipc=ipc, seed=args.seed,
+                                       n_bases=N_BASES.get(ipc, 16), **METHODS_COMMON)
+                rows.append(_methods_row(config, train, test, args, init_only=True))
         for objective in args.objectives:
             for kind in args.params:
                 for mim in args.mim:
@@ -282,9 +287,25 @@ def methods_table(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def _methods_row(config: DistillConfig, train, test, args: argparse.Namespace) -> dict:
+def _init_bank(config: DistillConfig, train) -> MemoryBank:
+    """The bank of the initialisation alone (no distillation step): what every objective starts
+    from with init real (pixels: random real images; memory, lowrank: truncated SVDs of them)."""
+    layout = layout_for_budget(config.kind, config.budget_ipc, train.num_classes, train.image_shape,
+                               n_bases=config.n_bases, downsample=config.downsample, rank=config.rank)
+    synthetic = SyntheticSet(config.kind, train.num_classes, layout.per_class, train.image_shape[1:])
+    real = RealSampler(train.images, train.labels, train.num_classes)
+    theta = init_theta(synthetic, layout, config.resolved_init, real,
+                       torch.Generator().manual_seed(config.seed), train.image_shape)
+    return MemoryBank(**theta, labels=synthetic.hard_labels(), classes=train.classes,
+                      image_size=train.image_shape[1:], normalization=train.normalization,
+                      recipe=training_recipe(config))
+
+
+def _methods_row(config: DistillConfig, train, test, args: argparse.Namespace,
+                 init_only: bool = False) -> dict:
     started = time.perf_counter()
-    bank = distill(config, train, progress=args.progress, log=lambda s: None)
+    bank = _init_bank(config, train) if init_only else distill(config, train, progress=args.progress,
+                                                                log=lambda s: None)
     seconds = time.perf_counter() - started
     result = evaluate_bank(bank, test, networks=args.networks, epochs=args.eval_epochs,
                            width=config.width, device=args.device, seed=args.seed,
@@ -292,8 +313,9 @@ def _methods_row(config: DistillConfig, train, test, args: argparse.Namespace) -
     if args.out_dir:
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)
         bank.add_evaluation(result)
-        bank.save(Path(args.out_dir) / f"fmnist-ipc{config.budget_ipc:g}-{config.method_name}.safetensors")
-    objective = "-" if config.method == "random-real" else config.objective
+        name = f"init-{config.kind}" if init_only else config.method_name
+        bank.save(Path(args.out_dir) / f"fmnist-ipc{config.budget_ipc:g}-{name}.safetensors")
+    objective = "init only" if init_only else "-" if config.method == "random-real" else config.objective
     row = {"ipc": config.budget_ipc, "objective": objective, "param": config.kind,
            "mim": config.mim_weight, "examples": len(bank), "floats": bank.storage["floats_stored"],
            "distill_seconds": seconds, "accuracies": result.accuracies, "mean": result.mean,
@@ -332,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--resume", action="store_true", help="resume rows from --checkpoint-root")
     g.add_argument("--progress", action="store_true")
     g = p.add_argument_group("(c) methods (also uses --ipc, --networks, --eval-epochs, --seed)")
-    g.add_argument("--baseline", action="store_true", help="also a random-real row per IPC")
+    g.add_argument("--baseline", action="store_true",
+                   help="also per IPC a random-real row and an init-only row per --params")
     g.add_argument("--objectives", nargs="*", default=["bptt", "dm", "gm"],
                    choices=tuple(METHODS_PROTOCOL))
     g.add_argument("--params", nargs="+", default=["pixels", "memory", "lowrank"],
