@@ -83,6 +83,15 @@ class ConvNet(nn.Module):
         """Flattened features before the classifier (used by distribution matching)."""
         return self.features(x).flatten(1)
 
+    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of every block [conv, norm, ReLU, pool] (the last one is `embed` unflattened);
+        used by layer-wise losses such as MIM."""
+        maps = []
+        for block in range(len(self.features) // 4):
+            x = self.features[4 * block: 4 * block + 4](x)
+            maps.append(x)
+        return maps
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.embed(x))
 

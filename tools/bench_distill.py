@@ -12,9 +12,13 @@
 (b) `--part protocol`: Fashion-MNIST at budget IPC 1 and 10 for random-real, pixels and rtp; each
     bank is evaluated on fresh networks and the rows are printed as they finish. The default is
     the CPU protocol (narrow ConvNet, short unrolls, few iterations); `--full` is the GPU protocol.
+(c) `--part methods`: objectives x parameterizations at equal storage, with and without the mim
+    add-on, on the small CPU protocol of `METHODS_PROTOCOL` (docs/methods.md); each bank is
+    evaluated on `--networks` fresh networks, rows printed as they finish.
 
     python tools/bench_distill.py --part memory --unroll 50 150
     python tools/bench_distill.py --part protocol --ipc 1 --methods random-real pixels rtp
+    python tools/bench_distill.py --part methods --ipc 1 --objectives bptt dm gm --mim 0 1
 """
 
 from __future__ import annotations
@@ -33,10 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from compressdata.bank.memory_bank import MemoryBank
 from compressdata.data.sources import load_source
 from compressdata.distill.bptt import naive_unroll_hypergradient, reverse_hypergradient
 from compressdata.distill.config import DistillConfig
-from compressdata.distill.loop import distill
+from compressdata.distill.loop import distill, training_recipe
 from compressdata.distill.methods import RealSampler, SyntheticSet, init_theta
 from compressdata.distill.run import fresh_network
 from compressdata.evaluate import evaluate_bank
@@ -53,6 +58,13 @@ CPU_PROTOCOL = dict(width=16, unroll_steps=20, iterations=200, inner_batch_per_c
 FULL_PROTOCOL = dict(width=128, unroll_steps=150, iterations=5000, inner_batch_per_class=32,
                      real_batch_per_class=64, init="random", outer_lr=0.1)
 N_BASES = {1: 16, 10: 64, 50: 64}
+# (c) methods: shared settings, then per objective what fits a few minutes a row on one CPU thread.
+METHODS_COMMON = dict(width=16, inner_batch_per_class=10, real_batch_per_class=32, init="real")
+METHODS_PROTOCOL = {
+    "bptt": dict(iterations=30, unroll_steps=10, outer_lr=30.0),
+    "dm": dict(iterations=150),
+    "gm": dict(iterations=60),
+}
 
 
 class SavedTensorMeter:
@@ -242,9 +254,81 @@ def protocol_table(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def methods_table(args: argparse.Namespace) -> list[dict]:
+    train = load_source("fashion-mnist", "train")
+    test = load_source("fashion-mnist", "test")
+    if args.test_examples:
+        test = test.subset(torch.arange(args.test_examples))
+    print(f"\n(c) Fashion-MNIST methods (CPU): {METHODS_COMMON}, per objective {METHODS_PROTOCOL}, "
+          f"mim temperature {args.mim_temperature}; evaluation: {args.networks} fresh "
+          f"ConvNet-{METHODS_COMMON['width']} per bank, {args.eval_epochs} epochs, "
+          f"{len(test)} test images\n")
+    print("| IPC | objective | param | mim | examples | floats | distill s | accuracy % (mean +- std) |")
+    print("|---|---|---|---|---|---|---|---|", flush=True)
+    rows = []
+    for ipc in args.ipc:
+        if args.baseline:
+            config = DistillConfig(method="random-real", budget_ipc=ipc, seed=args.seed,
+                                   device=args.device, width=METHODS_COMMON["width"])
+            rows.append(_methods_row(config, train, test, args))
+            for kind in (k for k in args.params if k != "pixels"):  # pixels' init IS random-real
+                config = DistillConfig(parameterization=kind, budget_ipc=ipc, seed=args.seed,
+                                       n_bases=N_BASES.get(ipc, 16), **METHODS_COMMON)
+                rows.append(_methods_row(config, train, test, args, init_only=True))
+        for objective in args.objectives:
+            for kind in args.params:
+                for mim in args.mim:
+                    config = DistillConfig(
+                        objective=objective, parameterization=kind, budget_ipc=ipc, seed=args.seed,
+                        n_bases=N_BASES.get(ipc, 16), device=args.device, mim_weight=mim,
+                        mim_temperature=args.mim_temperature,
+                        **{**METHODS_COMMON, **METHODS_PROTOCOL[objective]})
+                    rows.append(_methods_row(config, train, test, args))
+    return rows
+
+
+def _init_bank(config: DistillConfig, train) -> MemoryBank:
+    """The bank of the initialisation alone (no distillation step): what every objective starts
+    from with init real (pixels: random real images; memory, lowrank: truncated SVDs of them)."""
+    layout = layout_for_budget(config.kind, config.budget_ipc, train.num_classes, train.image_shape,
+                               n_bases=config.n_bases, downsample=config.downsample, rank=config.rank)
+    synthetic = SyntheticSet(config.kind, train.num_classes, layout.per_class, train.image_shape[1:])
+    real = RealSampler(train.images, train.labels, train.num_classes)
+    theta = init_theta(synthetic, layout, config.resolved_init, real,
+                       torch.Generator().manual_seed(config.seed), train.image_shape)
+    return MemoryBank(**theta, labels=synthetic.hard_labels(), classes=train.classes,
+                      image_size=train.image_shape[1:], normalization=train.normalization,
+                      recipe=training_recipe(config))
+
+
+def _methods_row(config: DistillConfig, train, test, args: argparse.Namespace,
+                 init_only: bool = False) -> dict:
+    started = time.perf_counter()
+    bank = _init_bank(config, train) if init_only else distill(config, train, progress=args.progress,
+                                                                log=lambda s: None)
+    seconds = time.perf_counter() - started
+    result = evaluate_bank(bank, test, networks=args.networks, epochs=args.eval_epochs,
+                           width=config.width, device=args.device, seed=args.seed,
+                           progress=args.progress)
+    if args.out_dir:
+        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+        bank.add_evaluation(result)
+        name = f"init-{config.kind}" if init_only else config.method_name
+        bank.save(Path(args.out_dir) / f"fmnist-ipc{config.budget_ipc:g}-{name}.safetensors")
+    objective = "init only" if init_only else "-" if config.method == "random-real" else config.objective
+    row = {"ipc": config.budget_ipc, "objective": objective, "param": config.kind,
+           "mim": config.mim_weight, "examples": len(bank), "floats": bank.storage["floats_stored"],
+           "distill_seconds": seconds, "accuracies": result.accuracies, "mean": result.mean,
+           "std": result.std}
+    print(f"| {row['ipc']:g} | {objective} | {row['param']} | {row['mim']:g} | "
+          f"{row['examples']} | {row['floats']} | {seconds:.0f} | {100 * result.mean:.2f} +- "
+          f"{100 * result.std:.2f} |", flush=True)
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--part", choices=("memory", "protocol", "all"), default="all")
+    p.add_argument("--part", choices=("memory", "protocol", "methods", "all"), default="all")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--json", default=None, help="also write all rows to this JSON file")
@@ -269,6 +353,16 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--checkpoint-root", default=None, help="checkpoint each row here")
     g.add_argument("--resume", action="store_true", help="resume rows from --checkpoint-root")
     g.add_argument("--progress", action="store_true")
+    g = p.add_argument_group("(c) methods (also uses --ipc, --networks, --eval-epochs, --seed)")
+    g.add_argument("--baseline", action="store_true",
+                   help="also per IPC a random-real row and an init-only row per --params")
+    g.add_argument("--objectives", nargs="*", default=["bptt", "dm", "gm"],
+                   choices=tuple(METHODS_PROTOCOL))
+    g.add_argument("--params", nargs="+", default=["pixels", "memory", "lowrank"],
+                   choices=("pixels", "memory", "lowrank"))
+    g.add_argument("--mim", type=float, nargs="+", default=[0.0, 1.0], help="mim weights (0: off)")
+    g.add_argument("--mim-temperature", type=float, default=0.1)
+    g.add_argument("--test-examples", type=int, default=0, help="first N test images (0: all)")
     p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads:
@@ -282,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         rows["memory"] = memory_table(replace_width(args, 16))
     if args.part in ("protocol", "all"):
         rows["protocol"] = protocol_table(args)
+    if args.part in ("methods", "all"):
+        rows["methods"] = methods_table(args)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0

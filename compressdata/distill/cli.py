@@ -14,7 +14,15 @@ from compressdata.distill.cli_objectives import (
     add_objective_options,
     objective_config_kwargs,
 )
-from compressdata.distill.config import ARCHS, INITS, METHODS, NETWORK_BATCHINGS, DistillConfig
+from compressdata.distill.config import (
+    ARCHS,
+    INITS,
+    KINDS,
+    METHODS,
+    NETWORK_BATCHINGS,
+    OUTER_DEFAULTS,
+    DistillConfig,
+)
 from compressdata.distill.distributed import DEFAULT_TIMEOUT_S, distributed_session
 
 
@@ -22,25 +30,33 @@ def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register `distill` and `evaluate` (each sets `func`, returning an exit code)."""
     d = DistillConfig()
     p = subparsers.add_parser(
-        "distill", help="distil a real dataset into a memory bank (rtp, pixels, random-real)",
-        description="Distil a labelled dataset into a bank file. rtp: addressable memories "
-                    "(K bases + per-example addresses) by back-propagation through time; pixels: "
-                    "the same on raw per-image pixels; random-real: a random real subset. All "
-                    "three spend the same storage for the same --budget-ipc.")
+        "distill", help="distil a real dataset into a memory bank (any parameterization x objective)",
+        description="Distil a labelled dataset into a bank file. Three axes combine freely: the "
+                    "parameterization (--param pixels | memory | lowrank), the objective "
+                    "(--objective bptt | dm | gm ...) and add-ons (--mim-weight). --method is a "
+                    "preset: rtp = memory + bptt (addressable memories, the default), pixels = "
+                    "pixels + bptt, random-real = a random real subset; --param/--objective override "
+                    "it. Every parameterization spends the same storage for the same --budget-ipc.")
     p.add_argument("--source", default=d.source, help="real source: a preset (fashion-mnist, "
                    "mnist, cifar10, ...) or idx:/torchvision:/hf:/folder:/wds: (default %(default)s)")
     p.add_argument("--split", default=d.split, choices=("train", "test"))
     p.add_argument("--budget-ipc", type=float, default=d.budget_ipc,
                    help="storage budget in images-per-class equivalents (default %(default)s)")
-    p.add_argument("--method", default=d.method, choices=METHODS)
+    p.add_argument("--method", default=d.method, choices=METHODS,
+                   help="preset of parameterization + objective (default %(default)s)")
+    p.add_argument("--param", default=None, choices=KINDS,
+                   help="parameterization (default: the method's; rtp: memory)")
+    p.add_argument("--objective", default=d.objective,
+                   help=f"objective, one of {', '.join(_objective_names())} (default %(default)s)")
     p.add_argument("--out", "-o", required=True, help="bank file to write (.safetensors)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     g = p.add_argument_group("parameterization")
     g.add_argument("--n-bases", type=int, default=d.n_bases, help="K memories (rtp)")
     g.add_argument("--downsample", type=int, default=d.downsample,
                    help="bases stored at 1/ds resolution (rtp)")
+    g.add_argument("--rank", type=int, default=d.rank, help="rank per channel (lowrank)")
     g.add_argument("--init", default=None, choices=INITS,
-                   help="initialisation (default: random for rtp, real for pixels)")
+                   help="initialisation (default: random for rtp, real for everything else)")
     g.add_argument("--learn-labels", action="store_true",
                    help="learn soft labels (stored as logits; recipe soft_cross_entropy)")
     g = p.add_argument_group("optimisation")
@@ -53,12 +69,23 @@ def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="synthetic examples per class per inner step")
     g.add_argument("--real-batch", type=int, default=d.real_batch_per_class,
                    help="real examples per class in the outer batch")
-    g.add_argument("--outer-lr", type=float, default=d.outer_lr)
-    g.add_argument("--outer-momentum", type=float, default=d.outer_momentum)
-    g.add_argument("--clip-norm", type=float, default=d.clip_norm)
+    defaults = "; ".join(f"{name}: lr {lr:g}, momentum {mu:g}, clip {clip or 'none'}"
+                         for name, (lr, mu, clip) in OUTER_DEFAULTS.items())
+    g.add_argument("--outer-lr", type=float, default=None,
+                   help=f"outer SGD lr (default per objective: {defaults}; lowrank: momentum 0.5)")
+    g.add_argument("--outer-momentum", type=float, default=None, help="outer SGD momentum")
+    g.add_argument("--clip-norm", type=float, default=None, help="outer gradient-norm clip")
     g.add_argument("--arch", default=d.arch, choices=ARCHS, help="inner network")
     g.add_argument("--width", type=int, default=d.width, help="ConvNet/MLP width")
     g.add_argument("--depth", type=int, default=d.depth, help="ConvNet/MLP depth")
+    g.add_argument("--gm-outer-loop", type=int, default=None,
+                   help="gm: matchings per outer iteration (default: 1 below IPC 10, else 5)")
+    g.add_argument("--gm-inner-loop", type=int, default=None,
+                   help="gm: network SGD steps between matchings (default: 1 below IPC 10, else 10)")
+    g.add_argument("--mim-weight", type=float, default=d.mim_weight,
+                   help="weight of the MIM contrastive add-on loss (0: off)")
+    g.add_argument("--mim-temperature", type=float, default=d.mim_temperature,
+                   help="temperature of the MIM NCE loss")
     g.add_argument("--dsa", action="store_true", help="differentiable siamese augmentation")
     g.add_argument("--dsa-strategy", default=d.dsa_strategy)
     g.add_argument("--zca", action="store_true", help="distil in ZCA-whitened space")
@@ -120,13 +147,16 @@ def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
 def _config(args: argparse.Namespace, out: Path) -> DistillConfig:
     checkpoint_dir = None if args.no_checkpoints else (args.checkpoint_dir or f"{out}.ckpt")
     return DistillConfig(
-        source=args.source, split=args.split, method=args.method, budget_ipc=args.budget_ipc,
-        n_bases=args.n_bases, downsample=args.downsample, init=args.init,
+        source=args.source, split=args.split, method=args.method, parameterization=args.param,
+        objective=args.objective, budget_ipc=args.budget_ipc, n_bases=args.n_bases,
+        downsample=args.downsample, rank=args.rank, init=args.init,
         iterations=args.iterations, unroll_steps=args.unroll_steps, inner_lr=args.inner_lr,
         inner_momentum=args.inner_momentum, inner_batch_per_class=args.inner_batch,
         real_batch_per_class=args.real_batch, outer_lr=args.outer_lr,
         outer_momentum=args.outer_momentum, clip_norm=args.clip_norm, arch=args.arch,
         width=args.width, depth=args.depth, learn_labels=args.learn_labels, dsa=args.dsa,
+        gm_outer_loop=args.gm_outer_loop, gm_inner_loop=args.gm_inner_loop,
+        mim_weight=args.mim_weight, mim_temperature=args.mim_temperature,
         dsa_strategy=args.dsa_strategy, zca=args.zca, zca_regularization=args.zca_regularization,
         seed=args.seed, device=args.device, amp=args.amp, checkpoint_dir=checkpoint_dir,
         checkpoint_every=args.checkpoint_every, resume=args.resume, eval_every=args.eval_every,
@@ -137,6 +167,12 @@ def _config(args: argparse.Namespace, out: Path) -> DistillConfig:
         stream_workers=args.stream_workers,
         **objective_config_kwargs(args),
     ).validate()
+
+
+def _objective_names() -> list[str]:
+    from compressdata.distill.objectives import OBJECTIVES
+
+    return sorted(OBJECTIVES)
 
 
 def _check_out(out: Path, force: bool) -> None:

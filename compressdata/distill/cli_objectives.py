@@ -11,13 +11,9 @@ from compressdata.models import ARCHITECTURES, NORMS
 
 
 def add_objective_options(parser: argparse.ArgumentParser) -> None:
-    """`distill` options: --objective and the mtt / dwa settings."""
+    """`distill` options of the mtt and dwa objectives."""
     d = DistillConfig()
-    from compressdata.distill.objectives import OBJECTIVES
-
-    g = parser.add_argument_group("objective (mtt: trajectory matching; dwa: diversity-driven synthesis)")
-    g.add_argument("--objective", default=None, choices=sorted(OBJECTIVES),
-                   help="what each iteration optimises (default: bptt)")
+    g = parser.add_argument_group("objective options (mtt: trajectory matching; dwa: diversity-driven synthesis)")
     g.add_argument("--expert-dir", default=None,
                    help="mtt: expert trajectories made by `compressdata experts`")
     g.add_argument("--mtt-syn-steps", type=int, default=d.mtt_syn_steps,
@@ -52,7 +48,7 @@ def add_objective_options(parser: argparse.ArgumentParser) -> None:
 
 def objective_config_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The DistillConfig fields set by `add_objective_options`."""
-    return {"objective": args.objective, "mtt_expert_dir": args.expert_dir,
+    return {"mtt_expert_dir": args.expert_dir,
             "mtt_syn_steps": args.mtt_syn_steps, "mtt_expert_epochs": args.mtt_expert_epochs,
             "mtt_max_start_epoch": args.mtt_max_start_epoch, "mtt_lr_init": args.mtt_lr_init,
             "mtt_lr_lr": args.mtt_lr_lr, "dwa_teacher": args.dwa_teacher,

@@ -1,14 +1,20 @@
 """`DistillConfig`: every hyper-parameter of a distillation run as plain values, validated.
 
+A run combines three axes: the parameterization (`pixels`, `memory`, `lowrank`), the objective
+(`bptt`, `dm`, `gm`, ...) and add-on losses (`mim_weight` > 0). `method` is a preset of the first
+two: `rtp` = memory + bptt (the default), `pixels` = pixels + bptt, `random-real` = no
+optimisation; `parameterization` and `objective` override the preset.
+
 Defaults follow the official RTP code (REFERENCE section 1): inner SGD lr 0.01 momentum 0.9,
-32 synthetic examples per class per inner step, a real batch of 64 per class, outer SGD lr 0.1
-momentum 0.5 with gradient-norm clip 2, K = 16 bases at downsampling 2, ConvNet-128.
+32 synthetic examples per class per inner step, a real batch of 64 per class, K = 16 bases at
+downsampling 2, ConvNet-128. The outer SGD step (lr, momentum, clip) defaults per objective and
+parameterization (`OUTER_DEFAULTS`, `PARAM_OUTER_DEFAULTS`) unless given.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from compressdata.models import ARCHITECTURES as ARCHS
@@ -16,7 +22,26 @@ from compressdata.models import NORMS
 
 METHODS = ("rtp", "pixels", "random-real")
 DWA_TEACHER_ARCHS = ("convnet", "resnet18_bn")
+KIND_OF_METHOD = {"rtp": "memory", "pixels": "pixels", "random-real": "pixels"}
+PRESETS = {("memory", "bptt"): "rtp", ("pixels", "bptt"): "pixels"}
+KINDS = ("pixels", "memory", "lowrank")
 INITS = ("random", "real")
+# Objectives that never look at the labels, so learned labels would get no gradient.
+LABEL_FREE_OBJECTIVES = ("dm",)
+
+# Outer SGD (lr, momentum, clip norm; None = no clip) per objective: bptt as the RTP code; dm as the
+# DM code (lr_img 1, momentum 0.5, no clip); gm as DC/DSA (lr_img 0.1, momentum 0.5, no clip); mtt and
+# dwa as measured on the CPU protocol of docs/methods-mtt-dwa.md (MTT's code uses lr_img 100-1000).
+OUTER_DEFAULTS: dict[str, tuple[float, float, float | None]] = {
+    "bptt": (0.1, 0.5, 2.0),
+    "dm": (1.0, 0.5, None),
+    "gm": (0.1, 0.5, None),
+    "mtt": (100.0, 0.5, None),
+    "dwa": (10.0, 0.5, None),
+}
+FALLBACK_OUTER = (0.1, 0.5, None)
+# Per-parameterization overrides of the objective's outer momentum (low-rank plugin: SGD momentum 0.5).
+PARAM_OUTER_DEFAULTS: dict[str, dict[str, float]] = {"lowrank": {"outer_momentum": 0.5}}
 
 # Fields that may change between a run and its resumption without changing the result.
 RESUMABLE_CHANGES = frozenset({
@@ -33,9 +58,12 @@ class DistillConfig:
     source: str = "fashion-mnist"
     split: str = "train"
     method: str = "rtp"
+    parameterization: str | None = None
+    objective: str = "bptt"
     budget_ipc: float = 1.0
     n_bases: int = 16
     downsample: int = 2
+    rank: int = 2
     init: str | None = None
     iterations: int = 2000
     unroll_steps: int = 50
@@ -43,9 +71,9 @@ class DistillConfig:
     inner_momentum: float = 0.9
     inner_batch_per_class: int = 32
     real_batch_per_class: int = 64
-    outer_lr: float = 0.1
-    outer_momentum: float = 0.5
-    clip_norm: float = 2.0
+    outer_lr: float | None = None
+    outer_momentum: float | None = None
+    clip_norm: float | None = None
     arch: str = "convnet"
     width: int = 128
     depth: int = 3
@@ -56,6 +84,10 @@ class DistillConfig:
     dsa_strategy: str = "flip_rotate"
     zca: bool = False
     zca_regularization: float = 0.1
+    gm_outer_loop: int | None = None
+    gm_inner_loop: int | None = None
+    mim_weight: float = 0.0
+    mim_temperature: float = 0.1
     seed: int = 0
     device: str | None = None
     amp: bool = False
@@ -73,7 +105,6 @@ class DistillConfig:
     streaming: bool = False
     stream_buffer_per_class: int = 256
     stream_workers: int = 0
-    objective: str | None = None
     mtt_expert_dir: str | None = None
     mtt_syn_steps: int = 20
     mtt_expert_epochs: int = 2
@@ -92,20 +123,71 @@ class DistillConfig:
     dwa_temperature: float = 4.0
 
     @property
-    def resolved_objective(self) -> str:
-        """The objective that computes each iteration's gradients (default bptt)."""
-        return self.objective or "bptt"
+    def kind(self) -> str:
+        """The parameterization actually used (`parameterization`, else the method's)."""
+        return self.parameterization or KIND_OF_METHOD.get(self.method, "memory")
+
+    @property
+    def method_name(self) -> str:
+        """The name recorded in provenance: the preset (rtp, pixels, random-real) when the axes
+        match one, else objective-parameterization (e.g. dm-lowrank); "+mim" with the add-on."""
+        if self.method == "random-real":
+            return self.method
+        name = PRESETS.get((self.kind, self.objective), f"{self.objective}-{self.kind}")
+        return name + "+mim" if self.mim_weight > 0 else name
+
+    @property
+    def addons(self) -> dict[str, dict[str, float]]:
+        """The add-on losses switched on, with their options."""
+        if self.mim_weight > 0:
+            return {"mim": {"weight": self.mim_weight, "temperature": self.mim_temperature}}
+        return {}
 
     @property
     def resolved_init(self) -> str:
-        """The initialisation actually used."""
+        """The initialisation actually used (rtp: random as its official code; else real)."""
         if self.init is not None:
             return self.init
-        return "random" if self.method == "rtp" else "real"
+        return "random" if self.method == "rtp" and self.kind == "memory" and \
+            self.objective == "bptt" else "real"
+
+    @property
+    def resolved_outer(self) -> tuple[float, float, float]:
+        """(outer lr, outer momentum, clip norm) actually used: the given values, else the
+        parameterization's, else the objective's defaults; clip inf = no clipping."""
+        lr, momentum, clip = OUTER_DEFAULTS.get(self.objective, FALLBACK_OUTER)
+        param = PARAM_OUTER_DEFAULTS.get(self.kind, {})
+        lr = self.outer_lr if self.outer_lr is not None else param.get("outer_lr", lr)
+        momentum = self.outer_momentum if self.outer_momentum is not None else \
+            param.get("outer_momentum", momentum)
+        clip = self.clip_norm if self.clip_norm is not None else clip
+        return lr, momentum, math.inf if clip is None else clip
+
+    @property
+    def resolved_gm_loops(self) -> tuple[int, int]:
+        """(matchings per outer iteration, network steps between them) for gm: given, else DC's
+        rule scaled to the CPU (budget < 10 images per class: 1, 1; else 5, 10 instead of 10, 50)."""
+        outer, inner = (1, 1) if self.budget_ipc < 10 else (5, 10)
+        return (self.gm_outer_loop or outer, self.gm_inner_loop or inner)
+
+    def resolved(self) -> DistillConfig:
+        """A copy with every default replaced by the value actually used (clip_norm None then
+        means no clipping)."""
+        lr, momentum, clip = self.resolved_outer
+        outer, inner = self.resolved_gm_loops
+        return replace(self, parameterization=self.kind, init=self.resolved_init, outer_lr=lr,
+                       outer_momentum=momentum, clip_norm=None if math.isinf(clip) else clip,
+                       gm_outer_loop=outer,
+                       gm_inner_loop=inner)
 
     def validate(self) -> DistillConfig:
         """Raise ValueError naming the first bad option (what, expected, got); return self."""
         _one_of("method", self.method, METHODS)
+        if self.parameterization is not None:
+            _one_of("parameterization", self.parameterization, KINDS)
+        from compressdata.distill.objectives import OBJECTIVES
+
+        _one_of("objective", self.objective, tuple(OBJECTIVES))
         _one_of("arch", self.arch, ARCHS)
         _one_of("norm", self.norm, NORMS)
         if self.init is not None:
@@ -115,16 +197,16 @@ class DistillConfig:
         if not (isinstance(self.budget_ipc, (int, float)) and math.isfinite(self.budget_ipc)
                 and self.budget_ipc > 0):
             raise ValueError(f"budget_ipc must be a positive number, got {self.budget_ipc!r}")
-        for name in ("n_bases", "downsample", "iterations", "unroll_steps", "inner_batch_per_class",
+        for name in ("n_bases", "downsample", "rank", "iterations", "unroll_steps", "inner_batch_per_class",
                      "real_batch_per_class", "width", "depth", "checkpoint_every", "eval_epochs",
                      "eval_networks", "networks_per_iteration", "stream_buffer_per_class"):
             _positive_int(name, getattr(self, name))
         if not isinstance(self.eval_every, int) or self.eval_every < 0:
             raise ValueError(f"eval_every must be an int >= 0 (0 = never), got {self.eval_every!r}")
         _one_of("network_batching", self.network_batching, NETWORK_BATCHINGS)
-        if self.network_batching == "vmap" and self.resolved_objective != "bptt":
+        if self.network_batching == "vmap" and self.objective != "bptt":
             raise ValueError(f"network_batching 'vmap' is implemented for the bptt objective, not "
-                             f"{self.resolved_objective!r}; use 'loop'")
+                             f"{self.objective!r}; use 'loop'")
         if not isinstance(self.stream_workers, int) or self.stream_workers < 0:
             raise ValueError(f"stream_workers must be an int >= 0, got {self.stream_workers!r}")
         if self.streaming and not self.source.startswith(("wds:", "hf:")):
@@ -135,21 +217,43 @@ class DistillConfig:
         if self.streaming and self.stream_buffer_per_class < self.real_batch_per_class:
             raise ValueError(f"stream_buffer_per_class ({self.stream_buffer_per_class}) must be at "
                              f"least real_batch_per_class ({self.real_batch_per_class})")
+        for name in ("gm_outer_loop", "gm_inner_loop"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
         for name in ("inner_lr", "outer_lr", "clip_norm", "label_init_scale", "zca_regularization",
-                     "collective_timeout"):
+                     "mim_temperature", "collective_timeout"):
             value = getattr(self, name)
+            if value is None and name in ("outer_lr", "clip_norm"):
+                continue
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
         for name in ("inner_momentum", "outer_momentum"):
             value = getattr(self, name)
+            if value is None and name == "outer_momentum":
+                continue
             if not (isinstance(value, (int, float)) and 0 <= value < 1):
                 raise ValueError(f"{name} must be in [0, 1), got {value!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
         if self.resume and not self.checkpoint_dir:
             raise ValueError("resume needs a checkpoint directory (checkpoint_dir / --checkpoint-dir)")
-        if self.method == "random-real" and (self.learn_labels or self.dsa):
-            raise ValueError("random-real does no optimisation: learn_labels and dsa do not apply")
+        if not (isinstance(self.mim_weight, (int, float)) and math.isfinite(self.mim_weight)
+                and self.mim_weight >= 0):
+            raise ValueError(f"mim_weight must be a number >= 0 (0 = off), got {self.mim_weight!r}")
+        if self.method == "random-real":
+            if self.learn_labels or self.dsa or self.mim_weight:
+                raise ValueError("random-real does no optimisation: learn_labels, dsa and mim do "
+                                 "not apply")
+            if self.objective != "bptt" or self.kind != "pixels":
+                raise ValueError(f"random-real stores real pixels and optimises nothing: "
+                                 f"objective {self.objective!r} / parameterization {self.kind!r} "
+                                 "do not apply (use --method rtp with --objective/--param)")
+        if self.method == "pixels" and self.kind != "pixels":
+            raise ValueError(f"method 'pixels' is pixels + bptt; it contradicts parameterization "
+                             f"{self.kind!r} (use --param {self.kind} without --method pixels)")
+        if self.learn_labels and self.objective in LABEL_FREE_OBJECTIVES:
+            raise ValueError(f"objective {self.objective!r} never uses labels, so learn_labels "
+                             "would learn nothing; drop learn_labels or pick bptt or gm")
         if self.dsa:
             from compressdata.distill.augment import parse_strategy
 
@@ -160,12 +264,7 @@ class DistillConfig:
         return self
 
     def _validate_objective(self) -> None:
-        from compressdata.distill.objectives import OBJECTIVES
-
-        if self.objective is not None:
-            _one_of("objective", self.objective, tuple(sorted(OBJECTIVES)))
-            if self.method == "random-real":
-                raise ValueError("random-real does no optimisation: an objective does not apply")
+        """The mtt_* and dwa_* options (checked whatever the objective, so a bad value never waits)."""
         for name in ("mtt_syn_steps", "mtt_expert_epochs", "mtt_max_start_epoch", "dwa_teacher_width",
                      "dwa_teacher_epochs", "dwa_steps"):
             _positive_int(name, getattr(self, name))
@@ -180,7 +279,7 @@ class DistillConfig:
         _one_of("dwa_teacher_arch", self.dwa_teacher_arch, DWA_TEACHER_ARCHS)
         if not isinstance(self.dwa_teacher, str) or not self.dwa_teacher:
             raise ValueError(f"dwa_teacher must be 'train' or a teacher file path, got {self.dwa_teacher!r}")
-        if self.resolved_objective == "mtt":
+        if self.objective == "mtt":
             if not self.mtt_expert_dir:
                 raise ValueError("objective mtt needs expert trajectories: set mtt_expert_dir "
                                  "(--expert-dir; make them with `compressdata experts`)")
@@ -188,7 +287,7 @@ class DistillConfig:
                 raise ValueError("objective mtt steps networks functionally: it needs a norm without "
                                  f"running statistics (instancenorm or none), got arch={self.arch!r} "
                                  f"norm={self.norm!r}")
-        if self.resolved_objective == "dwa" and self.learn_labels:
+        if self.objective == "dwa" and self.learn_labels:
             raise ValueError("objective dwa labels the synthetic set with the teacher's soft labels: "
                              "learn_labels does not apply")
 
@@ -206,8 +305,9 @@ class DistillConfig:
         return cls(**d)
 
     def differences(self, other: DistillConfig) -> list[str]:
-        """Names of the fields that differ and would change the result of a resumed run."""
-        mine, theirs = self.to_dict(), other.to_dict()
+        """Names of the fields that differ and would change the result of a resumed run (defaults
+        compared as resolved, so an explicit default equals an omitted one)."""
+        mine, theirs = self.resolved().to_dict(), other.resolved().to_dict()
         return sorted(k for k in mine if mine[k] != theirs[k] and k not in RESUMABLE_CHANGES)
 
 

@@ -1,8 +1,10 @@
-"""The distillation loop: `distill(config) -> MemoryBank` for the rtp, pixels and random-real methods.
+"""The distillation loop: `distill(config) -> MemoryBank` for every parameterization x objective
+(x add-ons), and the random-real baseline.
 
 One outer iteration: the config's objective (`distill.objectives`, e.g. bptt: a fresh network, T
-unrolled inner steps, the hypergradient of the real-batch loss) gives gradients for the learnable
-tensors, then one shared outer SGD step with gradient-norm clipping.
+unrolled inner steps, the hypergradient of the real-batch loss; dm, gm: autograd of their loss),
+with its add-ons, gives gradients for the learnable tensors, then one shared outer SGD step with
+gradient-norm clipping (lr, momentum and clip resolved per objective, `DistillConfig.resolved_outer`).
 All randomness of iteration i comes from one CPU generator whose state is part of the run's state,
 so a run resumed from a checkpoint continues exactly as an uninterrupted one.
 """
@@ -34,7 +36,6 @@ from compressdata.distill.checkpoint import (
 from compressdata.distill.config import RESUMABLE_CHANGES, DistillConfig
 from compressdata.distill.distributed import CollectiveError, current_world
 from compressdata.distill.methods import (
-    KIND_OF_METHOD,
     RealSampler,
     SyntheticSet,
     init_labels,
@@ -96,10 +97,11 @@ def distill(config: DistillConfig, data: RealData | None = None, *, progress: bo
     else:
         data = prepare_source(config, data)
         real = RealSampler(data.images.to(device), data.labels, data.num_classes)
-    kind = KIND_OF_METHOD[config.method]
+    kind = config.kind
     layout = layout_for_budget(kind, config.budget_ipc, data.num_classes, data.image_shape,
-                               n_bases=config.n_bases, downsample=config.downsample)
-    log(f"{config.method} on {data.name} ({data.split}, {len(data)} examples), budget IPC "
+                               n_bases=config.n_bases, downsample=config.downsample,
+                               rank=config.rank)
+    log(f"{config.method_name} on {data.name} ({data.split}, {len(data)} examples), budget IPC "
         f"{config.budget_ipc:g}: {layout.describe()}")
     if config.method == "random-real":
         generator = torch.Generator().manual_seed(config.seed)
@@ -136,7 +138,7 @@ def _initial_state(run: DistillRun, log: Callable[[str], None]) -> DistillState:
                        run.data.image_shape)
     if config.learn_labels:
         theta["labels"] = init_labels(run.synthetic, config.label_init_scale)
-    extra = EXTRA_THETA.get(config.resolved_objective)
+    extra = EXTRA_THETA.get(config.objective)
     if extra is not None:
         theta.update(extra(run))
     theta = {k: v.to(run.device) for k, v in theta.items()}
@@ -151,7 +153,7 @@ def _train(run: DistillRun, state: DistillState, progress: bool, callback: Callb
     ckpt = Path(config.checkpoint_dir) if config.checkpoint_dir and main else None
     metrics_log = MetricsLog(ckpt / METRICS_FILE) if ckpt else None
     bar = tqdm(total=config.iterations, initial=min(state.iteration, config.iterations),
-               disable=not progress, desc=f"distill {config.method}", dynamic_ncols=True)
+               disable=not progress, desc=f"distill {config.method_name}", dynamic_ncols=True)
     last_eval: float | None = None
     try:
         while state.iteration < config.iterations:
@@ -193,9 +195,9 @@ def outer_iteration(run: DistillRun, state: DistillState) -> tuple[DistillState,
     generator = torch.Generator()
     generator.set_state(state.rng)
     result = iteration_objective(run, state.theta, generator)
-    theta, momentum, grad_norm = outer_sgd_step(
-        state.theta, result.grads, state.momentum, config.outer_lr, config.outer_momentum,
-        config.clip_norm)
+    lr, mu, clip = config.resolved_outer
+    theta, momentum, grad_norm = outer_sgd_step(state.theta, result.grads, state.momentum, lr, mu,
+                                                clip)
     new_state = DistillState(state.iteration + 1, theta, momentum, generator.get_state())
     metrics = {"iteration": new_state.iteration, "outer_loss": result.loss, **result.metrics,
                "grad_norm": float(grad_norm)}
@@ -209,7 +211,8 @@ def _silent(_message: str) -> None:
 def outer_sgd_step(theta: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
                    momentum: dict[str, torch.Tensor], lr: float, mu: float, clip: float
                    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
-    """SGD with momentum (PyTorch semantics) after clipping the total gradient norm to `clip`.
+    """SGD with momentum (PyTorch semantics) after clipping the total gradient norm to `clip`
+    (math.inf: no clipping).
 
     Returns new dicts (theta', momentum', the gradient norm before clipping); inputs are unchanged.
     """
@@ -263,7 +266,7 @@ def bank_targets(run: DistillRun, theta: dict[str, torch.Tensor]
         labels, label_space = theta["labels"].detach(), "logits"
     else:
         labels, label_space = run.synthetic.hard_labels(), "index"
-    finish = FINISHERS.get(config.resolved_objective)
+    finish = FINISHERS.get(config.objective)
     if finish is not None:
         recipe, labels, label_space = finish(run, theta, recipe, labels, label_space)
     return recipe, labels.cpu(), label_space
@@ -276,16 +279,18 @@ def _bank(config: DistillConfig, data: RealData, layout: Layout, theta: dict[str
     tensors = {k: theta[k].detach().to("cpu", torch.float32).contiguous()
                for k in get_parameterization(kind).tensor_names}
     learned = label_space != "index"
-    hyper = {k: v for k, v in config.to_dict().items()
+    hyper = {k: v for k, v in config.resolved().to_dict().items()
              if k not in RESUMABLE_CHANGES or k == "iterations"}
-    hyper["init"] = config.resolved_init
+    optimised = config.method != "random-real"
     provenance = {
         "source": {"dataset": data.name, "split": data.split, "examples": len(data)},
-        "method": {"name": config.method, "hyperparameters": hyper,
+        "method": {"name": config.method_name, "parameterization": kind,
+                   "objective": config.objective if optimised else None,
+                   "addons": config.addons, "hyperparameters": hyper,
                    "iterations_done": iterations},
         "budget_ipc": config.budget_ipc,
         "layout": {"kind": kind, "per_class": layout.per_class, "n_bases": layout.n_bases,
-                   "downsample": layout.downsample, "floats": layout.floats},
+                   "downsample": layout.downsample, "rank": layout.rank, "floats": layout.floats},
         "device": str(device),
         "library": {"name": "compressdata", "version": compressdata.__version__},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -4,6 +4,7 @@ Synthetic examples are stored class-major: rows c*r .. (c+1)*r - 1 belong to cla
 tensors `theta` are a plain dict the hypergradient engine differentiates:
 - rtp (kind memory): `bases` [K, C, H/ds, W/ds] and `addresses` [n_classes*r, K];
 - pixels (kind pixels): `pixels` [n_classes*r, C, H, W];
+- lowrank (kind lowrank): `lowrank_u` [n_classes*r, C, H, rank], `lowrank_v` [n_classes*r, C, rank, W];
 - with learned labels also `labels` [n_classes*r, n_classes] (logits, soft targets = softmax).
 Decoding goes through the one decode of `compressdata.params`.
 """
@@ -19,7 +20,6 @@ import torch.nn.functional as F
 from compressdata.params import Layout, get_parameterization
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-KIND_OF_METHOD = {"rtp": "memory", "pixels": "pixels", "random-real": "pixels"}
 
 
 class RealSampler:
@@ -98,10 +98,14 @@ def init_theta(synthetic: SyntheticSet, layout: Layout, init: str, real: RealSam
     """Initial learnable tensors (CPU float32): xavier-uniform noise or fitted to real images.
 
     memory + real: the r real images per class, downsampled by ds (area average), are approximated
-    by a rank-K truncated SVD: addresses = U sqrt(S), bases = sqrt(S) V^T. pixels + real: real
-    images. random: xavier-uniform (addresses, bases viewed as [K, C*h*w], or pixels [N, C*H*W]).
+    by a rank-K truncated SVD: addresses = U sqrt(S), bases = sqrt(S) V^T. lowrank + real: every
+    channel of a real image by its rank-`layout.rank` truncated SVD, u = U sqrt(S), v = sqrt(S) V^T.
+    pixels + real: real images. random: xavier-uniform (addresses, bases viewed as [K, C*h*w];
+    pixels [N, C*H*W]; lowrank u, v per channel as [H, rank] and [rank, W]).
     """
     c, h, w = image_shape
+    if synthetic.kind == "lowrank":
+        return _lowrank_init(synthetic, layout.rank, init, real, generator, image_shape)
     if synthetic.kind == "memory":
         k, ds = layout.n_bases, layout.downsample
         if init == "real":
@@ -120,6 +124,28 @@ def init_theta(synthetic: SyntheticSet, layout: Layout, init: str, real: RealSam
     if init == "real":
         return {"pixels": _real_rows(real, synthetic, generator).float().contiguous()}
     return {"pixels": _xavier((synthetic.size, c * h * w), generator).reshape(-1, c, h, w)}
+
+
+def lowrank_factors(images: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank-`rank` truncated SVD of every channel of images [N, C, H, W]: (u [N, C, H, rank],
+    v [N, C, rank, W]) with u @ v the best rank-`rank` approximation (float32)."""
+    if rank > min(images.shape[-2:]):
+        raise ValueError(f"rank {rank} exceeds the image size {tuple(images.shape[-2:])}")
+    u, s, vh = torch.linalg.svd(images.double(), full_matrices=False)
+    root = s[..., :rank].sqrt()
+    return ((u[..., :rank] * root.unsqueeze(-2)).float().contiguous(),
+            (root.unsqueeze(-1) * vh[..., :rank, :]).float().contiguous())
+
+
+def _lowrank_init(synthetic: SyntheticSet, rank: int, init: str, real: RealSampler | None,
+                  generator: torch.Generator, image_shape: tuple[int, int, int]) -> dict[str, torch.Tensor]:
+    c, h, w = image_shape
+    if init == "real":
+        u, v = lowrank_factors(_real_rows(real, synthetic, generator), rank)
+    else:
+        u = _uniform((synthetic.size, c, h, rank), (6.0 / (h + rank)) ** 0.5, generator)
+        v = _uniform((synthetic.size, c, rank, w), (6.0 / (rank + w)) ** 0.5, generator)
+    return {"lowrank_u": u.contiguous(), "lowrank_v": v.contiguous()}
 
 
 def init_labels(synthetic: SyntheticSet, scale: float) -> torch.Tensor:
@@ -146,5 +172,8 @@ def _real_rows(real: RealSampler | None, synthetic: SyntheticSet,
 
 
 def _xavier(shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
-    bound = (6.0 / (shape[0] + shape[1])) ** 0.5
+    return _uniform(shape, (6.0 / (shape[0] + shape[1])) ** 0.5, generator)
+
+
+def _uniform(shape: tuple[int, ...], bound: float, generator: torch.Generator) -> torch.Tensor:
     return (torch.rand(shape, generator=generator) * 2 - 1) * bound

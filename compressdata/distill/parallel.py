@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from compressdata.distill.distributed import all_reduce_sum, current_world
-from compressdata.distill.objectives import ObjectiveResult, draw_seeds, get_objective
+from compressdata.distill.objectives import ObjectiveResult, draw_seeds, objective_for
 from compressdata.distill.run import DistillRun
 
 
@@ -23,7 +23,7 @@ def iteration_objective(run: DistillRun, theta: dict[str, torch.Tensor],
     config = run.config
     world = current_world()
     n = config.networks_per_iteration
-    objective = get_objective(config.resolved_objective)
+    objective = objective_for(config)
     if n == 1 and world.size == 1:
         return objective(run, theta, generator)
     if world.size > n:
@@ -43,7 +43,7 @@ def local_sum(run: DistillRun, theta: dict[str, torch.Tensor],
         from compressdata.distill.objectives.bptt_batched import bptt_batched_sum
 
         return bptt_batched_sum(run, theta, generators)
-    objective = get_objective(config.resolved_objective)
+    objective = objective_for(config)
     total: ObjectiveResult | None = None
     for g in generators:
         r = objective(run, theta, g)

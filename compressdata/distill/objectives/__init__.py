@@ -5,18 +5,27 @@ Some objectives also learn extra tensors that are not stored (EXTRA_THETA, e.g. 
 decide how the bank is labelled and trained on (FINISHERS, e.g. dwa's teacher soft labels).
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
 from compressdata.bank.metadata import TrainingRecipe
 from compressdata.distill.objectives.base import Objective, ObjectiveResult, draw_seeds
 from compressdata.distill.objectives.bptt import bptt_objective
+from compressdata.distill.objectives.dm import dm_objective
 from compressdata.distill.objectives.dwa import dwa_finish, dwa_objective
+from compressdata.distill.objectives.gm import gm_objective
 from compressdata.distill.objectives.mtt import mtt_extra_theta, mtt_finish, mtt_objective
 from compressdata.distill.run import DistillRun
 
-OBJECTIVES: dict[str, Objective] = {"bptt": bptt_objective, "mtt": mtt_objective, "dwa": dwa_objective}
+if TYPE_CHECKING:
+    from compressdata.distill.config import DistillConfig
+
+OBJECTIVES: dict[str, Objective] = {"bptt": bptt_objective, "dm": dm_objective, "gm": gm_objective,
+                                    "mtt": mtt_objective, "dwa": dwa_objective}
 
 # extra(run) -> learnable tensors added to theta at initialisation (never stored in the bank).
 ExtraTheta = Callable[[DistillRun], dict[str, torch.Tensor]]
@@ -36,5 +45,15 @@ def get_objective(name: str) -> Objective:
         raise ValueError(f"unknown objective {name!r}; expected one of {sorted(OBJECTIVES)}") from None
 
 
-__all__ = ["EXTRA_THETA", "FINISHERS", "OBJECTIVES", "Objective", "ObjectiveResult", "draw_seeds",
-           "get_objective"]
+def objective_for(config: DistillConfig) -> Objective:
+    """The config's objective with its add-ons (mim when mim_weight > 0) wrapped around it."""
+    objective = get_objective(config.objective)
+    if config.mim_weight > 0:
+        from compressdata.distill.objectives.mim import with_mim
+
+        objective = with_mim(objective, config.mim_weight, config.mim_temperature)
+    return objective
+
+
+__all__ = ["EXTRA_THETA", "FINISHERS", "OBJECTIVES", "Objective", "ObjectiveResult", "draw_seeds", "get_objective",
+           "objective_for"]
