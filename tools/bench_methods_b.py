@@ -1,7 +1,7 @@
 """Benchmark of the mtt and dwa objectives on Fashion-MNIST (CPU protocol, one torch thread).
 
 Rows: random-real (the real-image init both methods start from), mtt and dwa, each with the pixels
-parameterization (and `memory` with --params pixels memory), every bank evaluated on --networks
+parameterization (and `memory`, `lowrank` with --params pixels memory lowrank), every bank evaluated on --networks
 fresh ConvNets of width --width for --eval-epochs epochs on the full test split. Prints a markdown
 table (docs/methods-mtt-dwa.md has the protocol and the measured table).
 
@@ -23,7 +23,7 @@ from compressdata.distill.experts import ExpertConfig, train_experts
 from compressdata.distill.loop import distill
 from compressdata.evaluate import evaluate_bank
 
-METHOD_OF_PARAM = {"pixels": "pixels", "memory": "rtp"}
+PARAMS = ("pixels", "memory", "lowrank")
 
 
 def _settings(args: argparse.Namespace, expert_dir: str) -> dict[str, dict]:
@@ -42,7 +42,7 @@ def _settings(args: argparse.Namespace, expert_dir: str) -> dict[str, dict]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ipc", type=float, nargs="+", default=[1.0])
-    p.add_argument("--params", nargs="+", default=["pixels"], choices=sorted(METHOD_OF_PARAM))
+    p.add_argument("--params", nargs="+", default=["pixels"], choices=PARAMS)
     p.add_argument("--objectives", nargs="+", default=["random-real", "mtt", "dwa"])
     p.add_argument("--train-examples", type=int, default=10000, help="real examples distilled from")
     p.add_argument("--width", type=int, default=16)
@@ -79,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
                 if objective == "random-real" and param != "pixels":
                     continue
                 settings = dict(_settings(args, str(work / "experts"))[objective])
-                method = "random-real" if objective == "random-real" else METHOD_OF_PARAM[param]
-                config = DistillConfig(method=method, budget_ipc=ipc,
+                axes = ({"method": "random-real"} if objective == "random-real"
+                        else {"parameterization": param})
+                config = DistillConfig(**axes, budget_ipc=ipc,
                                        checkpoint_dir=str(work / f"{objective}-{param}-{ipc}"),
                                        **settings)
                 t0 = time.perf_counter()
