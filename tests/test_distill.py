@@ -158,7 +158,10 @@ def test_banks_carry_recipe_provenance_and_storage(train):
     assert rtp.storage["floats_stored"] <= 2 * 784 * 10
     prov = rtp.provenance
     assert prov["budget_ipc"] == 2 and prov["method"]["name"] == "rtp"
-    assert prov["method"]["hyperparameters"]["unroll_steps"] == TINY.unroll_steps
+    hyper = prov["method"]["hyperparameters"]
+    assert hyper["unroll_steps"] == TINY.unroll_steps and hyper["objective"] == "bptt"
+    assert not [k for k in hyper if k.startswith(("mtt_", "dwa_", "gm_", "mim_", "stream_"))], hyper
+    assert "checkpoint_dir" not in hyper and "device" not in hyper
     assert prov["source"] == {"dataset": "fashion-mnist", "split": "train", "examples": 60000}
     assert prov["library"]["version"] and prov["created"].endswith("+00:00")
 

@@ -180,6 +180,16 @@ class DistillConfig:
                        gm_outer_loop=outer,
                        gm_inner_loop=inner)
 
+    def recorded_hyperparameters(self) -> dict[str, Any]:
+        """The resolved options that shaped the result, for the bank's provenance: not those that
+        may change on resume (except iterations), nor other objectives' or unused add-ons' options."""
+        unused_prefixes = tuple(p for p, on in (
+            ("mtt_", self.objective == "mtt"), ("dwa_", self.objective == "dwa"),
+            ("gm_", self.objective == "gm"), ("mim_", self.mim_weight > 0),
+            ("stream_", self.streaming), ("zca_", self.zca), ("dsa_", self.dsa)) if not on)
+        return {k: v for k, v in self.resolved().to_dict().items()
+                if (k not in RESUMABLE_CHANGES or k == "iterations") and not k.startswith(unused_prefixes)}
+
     def validate(self) -> DistillConfig:
         """Raise ValueError naming the first bad option (what, expected, got); return self."""
         _one_of("method", self.method, METHODS)

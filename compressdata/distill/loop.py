@@ -279,14 +279,13 @@ def _bank(config: DistillConfig, data: RealData, layout: Layout, theta: dict[str
     tensors = {k: theta[k].detach().to("cpu", torch.float32).contiguous()
                for k in get_parameterization(kind).tensor_names}
     learned = label_space != "index"
-    hyper = {k: v for k, v in config.resolved().to_dict().items()
-             if k not in RESUMABLE_CHANGES or k == "iterations"}
     optimised = config.method != "random-real"
     provenance = {
         "source": {"dataset": data.name, "split": data.split, "examples": len(data)},
         "method": {"name": config.method_name, "parameterization": kind,
                    "objective": config.objective if optimised else None,
-                   "addons": config.addons, "hyperparameters": hyper,
+                   "addons": config.addons,
+                   "hyperparameters": config.recorded_hyperparameters(),
                    "iterations_done": iterations},
         "budget_ipc": config.budget_ipc,
         "layout": {"kind": kind, "per_class": layout.per_class, "n_bases": layout.n_bases,
