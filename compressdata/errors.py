@@ -18,3 +18,8 @@ class BankFormatError(ValueError):
 class QueryError(ValueError):
     """A generalised query cannot be answered: bad label vectors, more rows asked for than the
     classes have, or a bank kind without addresses. The message says what was given and expected."""
+
+
+class DivergenceError(ValueError):
+    """A distillation run diverged: an outer iteration produced a non-finite loss or non-finite
+    learnable tensors. The message names the iteration and the outer lr, and how to go on."""

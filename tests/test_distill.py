@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from compressdata import load_memory_bank
+from compressdata import DivergenceError, load_memory_bank
 from compressdata.cli import main
 from compressdata.data.sources import load_source
 from compressdata.distill.checkpoint import CHECKPOINT_FILE, MetricsLog, load_checkpoint
@@ -252,3 +252,12 @@ def test_cli_bad_out_and_bad_evaluate_options(tmp_path, capsys):
     assert "--record writes into a local bank file" in capsys.readouterr().err
     assert main(["evaluate", "x.safetensors", "--test", "fashion-mnist", "--networks", "0"]) == 1
     assert "--networks must be >= 1" in capsys.readouterr().err
+
+
+def test_a_diverging_run_stops_with_a_clear_error_and_a_finite_checkpoint(train, tmp_path):
+    config = replace(TINY, method="pixels", outer_lr=1e38, clip_norm=1e38, checkpoint_dir=str(tmp_path / "ck"))
+    with pytest.raises(DivergenceError, match=r"outer iteration \d+ diverged: the pixels loss or tensors became "
+                                              r"NaN/Inf \(outer lr 1e\+38"):
+        distill(config, train, progress=False, log=_quiet)
+    state, _ = load_checkpoint(tmp_path / "ck", "cpu")
+    assert state.iteration >= 1 and all(bool(torch.isfinite(v).all()) for v in state.theta.values())

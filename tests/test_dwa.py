@@ -144,3 +144,9 @@ def test_dwa_configuration_errors():
         DistillConfig(objective="dwa", dwa_teacher_arch="mlp").validate()
     with pytest.raises(ValueError, match="objective"):
         DistillConfig(objective="nope").validate()
+
+
+def test_dwa_on_memory_defaults_to_a_smaller_outer_step_than_on_pixels():
+    pixels = DistillConfig(method="pixels", objective="dwa").resolved_outer
+    memory = DistillConfig(parameterization="memory", objective="dwa").resolved_outer
+    assert memory[0] < pixels[0] and memory[1:] == pixels[1:]

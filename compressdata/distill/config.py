@@ -42,6 +42,9 @@ OUTER_DEFAULTS: dict[str, tuple[float, float, float | None]] = {
 FALLBACK_OUTER = (0.1, 0.5, None)
 # Per-parameterization overrides of the objective's outer momentum (low-rank plugin: SGD momentum 0.5).
 PARAM_OUTER_DEFAULTS: dict[str, dict[str, float]] = {"lowrank": {"outer_momentum": 0.5}}
+# Objective x parameterization pairs that need their own step: dwa on memory diverges at lr 10
+# (bases x addresses amplify the unclipped step; measured: NaN within 20 iterations), lr 1 converges.
+PAIR_OUTER_DEFAULTS: dict[tuple[str, str], dict[str, float]] = {("dwa", "memory"): {"outer_lr": 1.0}}
 
 # Fields that may change between a run and its resumption without changing the result.
 RESUMABLE_CHANGES = frozenset({
@@ -154,9 +157,10 @@ class DistillConfig:
     @property
     def resolved_outer(self) -> tuple[float, float, float]:
         """(outer lr, outer momentum, clip norm) actually used: the given values, else the
-        parameterization's, else the objective's defaults; clip inf = no clipping."""
+        (objective, parameterization)'s or the parameterization's, else the objective's defaults;
+        clip inf = no clipping."""
         lr, momentum, clip = OUTER_DEFAULTS.get(self.objective, FALLBACK_OUTER)
-        param = PARAM_OUTER_DEFAULTS.get(self.kind, {})
+        param = PAIR_OUTER_DEFAULTS.get((self.objective, self.kind), PARAM_OUTER_DEFAULTS.get(self.kind, {}))
         lr = self.outer_lr if self.outer_lr is not None else param.get("outer_lr", lr)
         momentum = self.outer_momentum if self.outer_momentum is not None else \
             param.get("outer_momentum", momentum)

@@ -12,6 +12,7 @@ so a run resumed from a checkpoint continues exactly as an uninterrupted one.
 from __future__ import annotations
 
 import datetime
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +46,7 @@ from compressdata.distill.methods import (
 from compressdata.distill.objectives import EXTRA_THETA, FINISHERS
 from compressdata.distill.parallel import iteration_objective
 from compressdata.distill.run import DistillRun
+from compressdata.errors import DivergenceError
 from compressdata.evaluate import evaluate_tensors
 from compressdata.params import Layout, get_parameterization, layout_for_budget
 
@@ -158,7 +160,9 @@ def _train(run: DistillRun, state: DistillState, progress: bool, callback: Callb
     try:
         while state.iteration < config.iterations:
             started = time.perf_counter()
+            previous = state
             state, metrics = outer_iteration(run, state)
+            _check_finite(run, state, metrics, previous, ckpt)
             metrics["seconds"] = round(time.perf_counter() - started, 4)
             if main and config.eval_every and state.iteration % config.eval_every == 0:
                 last_eval = _quick_evaluation(run, state)
@@ -202,6 +206,24 @@ def outer_iteration(run: DistillRun, state: DistillState) -> tuple[DistillState,
     metrics = {"iteration": new_state.iteration, "outer_loss": result.loss, **result.metrics,
                "grad_norm": float(grad_norm)}
     return new_state, metrics
+
+
+def _check_finite(run: DistillRun, state: DistillState, metrics: dict[str, Any], previous: DistillState,
+                  ckpt: Path | None) -> None:
+    """Raise DivergenceError when the iteration left a non-finite loss or tensor (the checkpoint of
+    the last finite iteration is written first, when checkpoints are on)."""
+    finite = math.isfinite(metrics["outer_loss"]) and all(
+        bool(torch.isfinite(v).all()) for v in state.theta.values())
+    if finite:
+        return
+    if ckpt:
+        save_checkpoint(ckpt, previous, run.config.to_dict())
+    lr, _, clip = run.config.resolved_outer
+    where = f"; the checkpoint of iteration {previous.iteration} is in {ckpt}" if ckpt else ""
+    raise DivergenceError(
+        f"outer iteration {state.iteration} diverged: the {run.config.method_name} loss or tensors became "
+        f"NaN/Inf (outer lr {lr:g}, clip {'none' if math.isinf(clip) else f'{clip:g}'}){where}; "
+        "lower --outer-lr or set --clip-norm")
 
 
 def _silent(_message: str) -> None:
