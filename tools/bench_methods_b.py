@@ -32,10 +32,10 @@ def _settings(args: argparse.Namespace, expert_dir: str) -> dict[str, dict]:
         "random-real": dict(width=args.width, device="cpu", seed=0),
         "mtt": dict(common, objective="mtt", mtt_expert_dir=expert_dir, mtt_syn_steps=10,
                     mtt_expert_epochs=2, mtt_max_start_epoch=2, inner_batch_per_class=args.mtt_batch,
-                    outer_lr=100.0, clip_norm=1e6, mtt_lr_lr=0.01),
+                    mtt_lr_lr=0.01),
         "dwa": dict(common, objective="dwa", dwa_teacher_width=args.teacher_width,
                     dwa_teacher_epochs=args.teacher_epochs, dwa_steps=args.dwa_steps,
-                    inner_batch_per_class=10, outer_lr=10.0, clip_norm=1e6),
+                    inner_batch_per_class=10),  # outer step: the objective's defaults (config.py)
     }
 
 
