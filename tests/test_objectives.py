@@ -188,6 +188,7 @@ def test_axes_resolve_names_and_outer_defaults():
     ({"mim_temperature": 0.0}, "mim_temperature must be a positive number"),
     ({"gm_outer_loop": 0}, "gm_outer_loop must be a positive int"),
     ({"rank": 0}, "rank must be a positive int"),
+    ({"network_batching": "vmap", "mim_weight": 1.0}, "would drop the mim add-on"),
 ])
 def test_impossible_combinations_are_refused(options, message):
     with pytest.raises(ValueError, match=message.replace("+", r"\+").replace("(", r"\(")):

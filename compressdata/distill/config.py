@@ -221,6 +221,9 @@ class DistillConfig:
         if self.network_batching == "vmap" and self.objective != "bptt":
             raise ValueError(f"network_batching 'vmap' is implemented for the bptt objective, not "
                              f"{self.objective!r}; use 'loop'")
+        if self.network_batching == "vmap" and self.mim_weight > 0:
+            raise ValueError("network_batching 'vmap' batches the bptt objective alone and would drop the "
+                             "mim add-on; use 'loop' with mim_weight > 0")
         if not isinstance(self.stream_workers, int) or self.stream_workers < 0:
             raise ValueError(f"stream_workers must be an int >= 0, got {self.stream_workers!r}")
         if self.streaming and not self.source.startswith(("wds:", "hf:")):
