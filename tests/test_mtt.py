@@ -129,7 +129,7 @@ def test_short_mtt_run_writes_a_valid_bank_that_beats_chance(expert_dir, tmp_pat
     train = load_source("fashion-mnist", "train")
     config = DistillConfig(method="pixels", objective="mtt", mtt_expert_dir=str(expert_dir), width=8,
                            iterations=15, mtt_syn_steps=8, mtt_expert_epochs=2, mtt_max_start_epoch=2,
-                           inner_batch_per_class=1, outer_lr=100.0, clip_norm=1e6, mtt_lr_lr=0.05,
+                           inner_batch_per_class=1, mtt_lr_lr=0.05,  # outer step: mtt's defaults
                            device="cpu", seed=2)
     losses = []
     bank = distill(config, train, progress=False, log=lambda s: None,

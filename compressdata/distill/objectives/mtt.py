@@ -78,7 +78,7 @@ def mtt_objective(run: DistillRun, theta: dict[str, torch.Tensor],
     grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
     out = {k: torch.zeros_like(v) if g is None else g.detach()
            for (k, v), g in zip(leaves.items(), grads, strict=True)}
-    out[SYN_LR] = out[SYN_LR] * (config.mtt_lr_lr / config.outer_lr)
+    out[SYN_LR] = out[SYN_LR] * (config.mtt_lr_lr / config.resolved_outer[0])
     return ObjectiveResult(float(loss.detach()), out, {"syn_lr": float(lr.detach()), "expert": expert,
                                                "start_epoch": start_epoch})
 
