@@ -208,7 +208,7 @@ def _print_memory_row(r: dict, header: bool, args: argparse.Namespace) -> None:
 
 def protocol_table(args: argparse.Namespace) -> list[dict]:
     settings = dict(FULL_PROTOCOL if args.full else CPU_PROTOCOL)
-    for key in ("width", "unroll_steps", "iterations", "outer_lr", "init"):
+    for key in ("width", "unroll_steps", "iterations", "outer_lr", "inner_lr", "init"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     train = load_source("fashion-mnist", "train")
@@ -222,7 +222,7 @@ def protocol_table(args: argparse.Namespace) -> list[dict]:
     for ipc in args.ipc:
         for method in args.methods:
             config = DistillConfig(method=method, budget_ipc=ipc, seed=args.seed,
-                                   n_bases=N_BASES.get(ipc, 16), device=args.device,
+                                   n_bases=args.n_bases or N_BASES.get(ipc, 16), device=args.device,
                                    eval_every=args.eval_every, **{
                                        k: v for k, v in settings.items()
                                        if method != "random-real" or k in ("width",)})
@@ -344,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--iterations", type=int, default=None)
     g.add_argument("--unroll-steps", type=int, default=None)
     g.add_argument("--outer-lr", type=float, default=None)
+    g.add_argument("--inner-lr", type=float, default=None, help="inner SGD lr (default 0.01)")
+    g.add_argument("--n-bases", type=int, default=None, help="rtp bases K (default: 16 at IPC 1, 64 at 10)")
     g.add_argument("--init", choices=("random", "real"), default=None)
     g.add_argument("--networks", type=int, default=5)
     g.add_argument("--eval-epochs", type=int, default=300)
