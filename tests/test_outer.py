@@ -130,3 +130,19 @@ def test_checkpoint_second_moments_round_trip_and_bad_sets(tmp_path):
     save_checkpoint(tmp_path, DistillState(4, theta, zeros, g.get_state(), {"bases": second["bases"]}), {})
     with pytest.raises(ValueError, match=r"second moments \['bases'\] must be none \(sgd\) or one per theta"):
         load_checkpoint(tmp_path)
+
+
+def test_cli_outer_optimizer_options_reach_the_bank(tmp_path, capsys):
+    from compressdata import load_memory_bank
+    from compressdata.cli import main
+
+    out = tmp_path / "adam.safetensors"
+    assert main(["distill", "--outer-optimizer", "adam", "--outer-betas", "0.9", "0.99", "--outer-schedule", "cosine",
+                 "--outer-lr", "0.01", "--iterations", "2", "--unroll-steps", "2", "--width", "8", "--inner-batch", "2",
+                 "--real-batch", "2", "--out", str(out), "--no-progress", "--no-checkpoints"]) == 0
+    hyper = load_memory_bank(out).provenance["method"]["hyperparameters"]
+    assert (hyper["outer_optimizer"], hyper["outer_betas"], hyper["outer_schedule"], hyper["outer_lr"]) == (
+        "adam", [0.9, 0.99], "cosine", 0.01)
+    with pytest.raises(SystemExit):
+        main(["distill", "--outer-optimizer", "lbfgs", "--out", str(out)])
+    assert "invalid choice: 'lbfgs'" in capsys.readouterr().err
