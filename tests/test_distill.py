@@ -17,9 +17,10 @@ import torch
 from safetensors import safe_open
 
 from compressdata import DivergenceError, load_memory_bank
+from compressdata.bank.memory_bank import MemoryBank
 from compressdata.cli import main
-from compressdata.data.sources import load_source
-from compressdata.distill.checkpoint import CHECKPOINT_FILE, MetricsLog, load_checkpoint
+from compressdata.data.sources import RealData, load_source
+from compressdata.distill.checkpoint import CHECKPOINT_FILE, MetricsLog, load_checkpoint, save_checkpoint
 from compressdata.distill.config import DistillConfig
 from compressdata.distill.loop import distill
 from compressdata.evaluate import evaluate_bank
@@ -76,8 +77,51 @@ def test_ctrl_c_then_resume_equals_uninterrupted(train, uninterrupted, tmp_path)
 
 def test_killed_process_resumes_exactly(train, uninterrupted, tmp_path):
     """SIGKILL a real run after a periodic checkpoint; the resumed bank equals the uninterrupted."""
+    resumed = _kill_and_resume(replace(TINY, checkpoint_dir=str(tmp_path / "ckpt")), train)
+    assert resumed.checksum() == uninterrupted.checksum()
+
+
+# The Adam outer optimiser with its cosine schedule (dwa's default) on the cheap bptt objective.
+TINY_ADAM = replace(TINY, outer_optimizer="adam", outer_lr=0.01, outer_schedule="cosine")
+
+
+def test_killed_adam_run_resumes_exactly(train, tmp_path):
+    """The same for Adam: its second moments are checkpointed and the resumed bank is identical."""
+    uninterrupted = distill(TINY_ADAM, train, progress=False, log=_quiet)
     ckpt = tmp_path / "ckpt"
-    config = replace(TINY, checkpoint_dir=str(ckpt))
+    resumed = _kill_and_resume(replace(TINY_ADAM, checkpoint_dir=str(ckpt)), train)
+    assert resumed.checksum() == uninterrupted.checksum()
+    state, _ = load_checkpoint(ckpt)
+    assert set(state.second_moment) == set(state.theta) == {"bases", "addresses"}
+    assert all(bool((v > 0).any()) for v in state.second_moment.values())
+    hyper = resumed.provenance["method"]["hyperparameters"]
+    assert (hyper["outer_optimizer"], hyper["outer_schedule"], list(hyper["outer_betas"])) == ("adam", "cosine",
+                                                                                              [0.5, 0.9])
+    with pytest.raises(ValueError, match="different iterations"):  # the cosine schedule depends on them
+        distill(replace(TINY_ADAM, checkpoint_dir=str(ckpt), resume=True, iterations=8), train, progress=False,
+                log=_quiet)
+
+
+def test_resume_refuses_missing_or_foreign_optimizer_buffers(train, tmp_path):
+    sgd_dir, adam_dir = tmp_path / "sgd", tmp_path / "adam"
+    config = replace(TINY, iterations=1)
+    distill(replace(config, checkpoint_dir=str(sgd_dir)), train, progress=False, log=_quiet)
+    with pytest.raises(ValueError, match="different outer_betas, outer_lr, outer_momentum, outer_optimizer"):
+        distill(replace(config, outer_optimizer="adam", checkpoint_dir=str(sgd_dir), resume=True), train,
+                progress=False, log=_quiet)
+    adam = replace(config, outer_optimizer="adam", outer_lr=0.01, checkpoint_dir=str(adam_dir))
+    distill(adam, train, progress=False, log=_quiet)
+    state, saved = load_checkpoint(adam_dir)
+    save_checkpoint(adam_dir, replace(state, second_moment={}), saved)  # an adam run without its buffers
+    with pytest.raises(ValueError, match=r"the adam outer optimiser needs a second moment per theta tensor "
+                                         r"\['addresses', 'bases'\], the checkpoint has \[\]"):
+        distill(replace(adam, resume=True, iterations=2), train, progress=False, log=_quiet)
+
+
+def _kill_and_resume(config: DistillConfig, train: RealData) -> MemoryBank:
+    """Run `config` in a real process, SIGKILL it after the periodic checkpoint of iteration 2 and
+    return the bank of the resumed run."""
+    ckpt = Path(config.checkpoint_dir)
     script = (
         "import json, time, torch\n"
         "torch.set_num_threads(1)\n"
@@ -99,9 +143,8 @@ def test_killed_process_resumes_exactly(train, uninterrupted, tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     done = load_checkpoint(ckpt)[0].iteration
-    assert 2 <= done < TINY.iterations
-    resumed = distill(replace(config, resume=True), train, progress=False, log=_quiet)
-    assert resumed.checksum() == uninterrupted.checksum()
+    assert 2 <= done < config.iterations
+    return distill(replace(config, resume=True), train, progress=False, log=_quiet)
 
 
 def test_checkpoint_is_safetensors_with_canonical_json(train, tmp_path):
@@ -230,6 +273,8 @@ def test_cli_distill_rtp_prints_layout_and_writes_checkpoints(tmp_path, capsys):
     (["--dsa", "--dsa-strategy", "flip_spin"], "unknown ops ['spin']"),
     (["--method", "random-real", "--learn-labels"], "random-real does no optimisation"),
     (["--amp", "--device", "cpu"], "amp (mixed precision) needs a CUDA device"),
+    (["--outer-optimizer", "adam", "--outer-momentum", "0.9"], "outer_momentum (0.9) is an sgd option"),
+    (["--outer-optimizer", "adam", "--outer-betas", "0.5", "1"], "outer_betas must be two numbers in [0, 1)"),
     (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "tpu"],
      "device"),
 ])

@@ -13,7 +13,7 @@ from torch import nn
 
 from compressdata import load_memory_bank
 from compressdata.data.sources import load_source
-from compressdata.distill.config import DistillConfig
+from compressdata.distill.config import ADAM_OUTER_LR, DistillConfig
 from compressdata.distill.loop import distill
 from compressdata.distill.objectives.dwa import TEACHER_FILE, bn_matching_forward, perturb_weights
 from compressdata.distill.teacher import load_teacher, save_teacher, train_teacher
@@ -118,8 +118,10 @@ def test_short_dwa_run_writes_a_valid_soft_label_bank_that_beats_chance(train_su
     ckpt = tmp_path / "ckpt"
     config = DistillConfig(method="pixels", objective="dwa", width=8, iterations=20, dwa_teacher_width=16,
                            dwa_teacher_epochs=6, dwa_steps=2, inner_batch_per_class=2, budget_ipc=2,
-                           outer_lr=10.0, clip_norm=1e6, device="cpu", checkpoint_dir=str(ckpt))
+                           device="cpu", checkpoint_dir=str(ckpt))  # the outer step: dwa's defaults (Adam)
     bank = distill(config, train_subset, progress=False, log=lambda s: None)
+    hyper = bank.provenance["method"]["hyperparameters"]
+    assert (hyper["outer_optimizer"], hyper["outer_schedule"], hyper["outer_lr"]) == ("adam", "cosine", ADAM_OUTER_LR)
     assert (ckpt / TEACHER_FILE).is_file()  # the trained teacher is kept for a resume
     out = tmp_path / "dwa.safetensors"
     bank.save(out)
@@ -146,7 +148,8 @@ def test_dwa_configuration_errors():
         DistillConfig(objective="nope").validate()
 
 
-def test_dwa_on_memory_defaults_to_a_smaller_outer_step_than_on_pixels():
-    pixels = DistillConfig(method="pixels", objective="dwa").resolved_outer
-    memory = DistillConfig(parameterization="memory", objective="dwa").resolved_outer
-    assert memory[0] < pixels[0] and memory[1:] == pixels[1:]
+@pytest.mark.parametrize("param", ["pixels", "memory", "lowrank"])
+def test_dwa_defaults_to_adam_with_a_cosine_schedule_on_every_parameterization(param):
+    config = DistillConfig(parameterization=param, objective="dwa")
+    assert config.resolved_optimizer == ("adam", (0.5, 0.9), "cosine")
+    assert config.resolved_outer == (ADAM_OUTER_LR, None, math.inf)

@@ -35,8 +35,16 @@ def _settings(args: argparse.Namespace, expert_dir: str) -> dict[str, dict]:
                     mtt_lr_lr=0.01),
         "dwa": dict(common, objective="dwa", dwa_teacher_width=args.teacher_width,
                     dwa_teacher_epochs=args.teacher_epochs, dwa_steps=args.dwa_steps,
-                    inner_batch_per_class=10),  # outer step: the objective's defaults (config.py)
+                    inner_batch_per_class=10, outer_lr=args.dwa_outer_lr),  # None: the objective's default
     }
+
+
+def _outer(config: DistillConfig) -> str:
+    if config.method == "random-real":
+        return "-"
+    lr, _, _ = config.resolved_outer
+    optimizer, _, schedule = config.resolved_optimizer
+    return f"{optimizer} lr {lr:g}" + (f" {schedule}" if schedule != "constant" else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher-width", type=int, default=32)
     p.add_argument("--teacher-epochs", type=int, default=4)
     p.add_argument("--dwa-steps", type=int, default=12)
+    p.add_argument("--dwa-outer-lr", type=float, default=None,
+                   help="dwa's outer lr (default: the library's, config.py; dwa's optimiser: Adam, cosine)")
     p.add_argument("--networks", type=int, default=5)
     p.add_argument("--eval-epochs", type=int, default=300)
     p.add_argument("--threads", type=int, default=1)
@@ -71,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"experts: {args.experts} x {args.expert_epochs} epochs, {time.perf_counter() - started:.0f} s\n")
     print(f"Fashion-MNIST, {args.train_examples} training examples, evaluation: {args.networks} fresh "
           f"ConvNet-{args.width}, {args.eval_epochs} epochs, full test split, {args.threads} thread(s)\n")
-    print("| IPC | parameterization | objective | accuracy % (mean +- std) | distill s | lr in recipe |")
-    print("|---|---|---|---|---|---|")
+    print("| IPC | parameterization | objective | outer step | accuracy % (mean +- std) | distill s | lr in recipe |")
+    print("|---|---|---|---|---|---|---|")
     for ipc in args.ipc:
         for param in args.params:
             for objective in args.objectives:
@@ -89,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 seconds = time.perf_counter() - t0
                 result = evaluate_bank(bank, test, networks=args.networks, epochs=args.eval_epochs,
                                        width=args.width, progress=False)
-                print(f"| {ipc:g} | {param} | {objective} | {100 * result.mean:.2f} +- "
+                print(f"| {ipc:g} | {param} | {objective} | {_outer(config)} | {100 * result.mean:.2f} +- "
                       f"{100 * result.std:.2f} | {seconds:.0f} | {bank.recipe.lr:.4g} |", flush=True)
     return 0
 

@@ -1,8 +1,9 @@
 """Checkpoints of a distillation run (no pickle) and its JSONL metrics log.
 
 A checkpoint directory holds `checkpoint.safetensors`: the learnable tensors (`theta.<name>`), the
-outer optimiser's momentum buffers (`momentum.<name>`) and the run's random-generator state
-(`rng.master`, uint8), plus one `__metadata__` key whose value is canonical JSON with the format
+outer optimiser's momentum buffers (`momentum.<name>`; Adam: its first moments), Adam's second
+moments (`second_moment.<name>`, only for the adam outer optimiser) and the run's random-generator
+state (`rng.master`, uint8), plus one `__metadata__` key whose value is canonical JSON with the format
 name, version, iteration count and the run's configuration. Writes are atomic (temp + rename), so a
 crash or Ctrl-C during a save leaves the previous checkpoint intact.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +33,14 @@ _KEY = "compressdata.checkpoint"
 @dataclass(frozen=True)
 class DistillState:
     """Everything a run needs to continue exactly: after `iteration` completed outer iterations,
-    the learnable tensors, the outer momentum buffers and the generator state for the next one."""
+    the learnable tensors, the outer momentum buffers (Adam: first moments), the generator state for
+    the next one and Adam's second moments (empty for sgd)."""
 
     iteration: int
     theta: dict[str, torch.Tensor]
     momentum: dict[str, torch.Tensor]
     rng: torch.Tensor
+    second_moment: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def save_checkpoint(directory: str | os.PathLike, state: DistillState,
@@ -45,6 +48,7 @@ def save_checkpoint(directory: str | os.PathLike, state: DistillState,
     """Write `state` and `config` atomically to directory/checkpoint.safetensors; return the path."""
     tensors = {f"theta.{k}": v for k, v in state.theta.items()}
     tensors.update({f"momentum.{k}": v for k, v in state.momentum.items()})
+    tensors.update({f"second_moment.{k}": v for k, v in state.second_moment.items()})
     tensors["rng.master"] = state.rng
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     meta = {"format": FORMAT, "version": VERSION, "iteration": state.iteration, "config": config}
@@ -78,10 +82,14 @@ def load_checkpoint(directory: str | os.PathLike,
         raise ValueError(f"{path}: missing the uint8 tensor 'rng.master'")
     theta = {k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("theta.")}
     momentum = {k[9:]: v.to(device) for k, v in tensors.items() if k.startswith("momentum.")}
+    second = {k[14:]: v.to(device) for k, v in tensors.items() if k.startswith("second_moment.")}
     if not theta or set(theta) != set(momentum):
         raise ValueError(f"{path}: theta tensors {sorted(theta)} and momentum buffers "
                          f"{sorted(momentum)} must be the same non-empty set")
-    state = DistillState(int(meta["iteration"]), theta, momentum, tensors["rng.master"])
+    if second and set(second) != set(theta):
+        raise ValueError(f"{path}: second moments {sorted(second)} must be none (sgd) or one per theta "
+                         f"tensor {sorted(theta)} (adam)")
+    state = DistillState(int(meta["iteration"]), theta, momentum, tensors["rng.master"], second)
     return state, meta["config"]
 
 

@@ -15,6 +15,8 @@ from compressdata.distill.cli_objectives import (
     objective_config_kwargs,
 )
 from compressdata.distill.config import (
+    ADAM_BETAS,
+    ADAM_OUTER_LR,
     ARCHS,
     INITS,
     KINDS,
@@ -24,6 +26,7 @@ from compressdata.distill.config import (
     DistillConfig,
 )
 from compressdata.distill.distributed import DEFAULT_TIMEOUT_S, distributed_session
+from compressdata.distill.outer import OPTIMIZERS, SCHEDULES
 
 
 def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -72,8 +75,16 @@ def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
     defaults = "; ".join(f"{name}: lr {lr:g}, momentum {mu:g}, clip {clip or 'none'}"
                          for name, (lr, mu, clip) in OUTER_DEFAULTS.items())
     g.add_argument("--outer-lr", type=float, default=None,
-                   help=f"outer SGD lr (default per objective: {defaults}; lowrank: momentum 0.5)")
-    g.add_argument("--outer-momentum", type=float, default=None, help="outer SGD momentum")
+                   help=f"outer lr (sgd default per objective: {defaults}; lowrank: momentum 0.5; "
+                        f"adam: {ADAM_OUTER_LR:g})")
+    g.add_argument("--outer-momentum", type=float, default=None, help="outer SGD momentum (sgd only)")
+    g.add_argument("--outer-optimizer", default=None, choices=OPTIMIZERS,
+                   help="outer optimiser (default: adam for dwa, as its paper; sgd for the others)")
+    g.add_argument("--outer-betas", type=float, nargs=2, default=None, metavar=("B1", "B2"),
+                   help=f"Adam betas of the outer optimiser (default {ADAM_BETAS[0]:g} {ADAM_BETAS[1]:g})")
+    g.add_argument("--outer-schedule", default=None, choices=SCHEDULES,
+                   help="outer lr schedule: constant, or cosine lr * 0.5 * (1 + cos(pi * i / iterations)) "
+                        "(default: cosine for dwa with adam, else constant)")
     g.add_argument("--clip-norm", type=float, default=None, help="outer gradient-norm clip")
     g.add_argument("--arch", default=d.arch, choices=ARCHS, help="inner network")
     g.add_argument("--width", type=int, default=d.width, help="ConvNet/MLP width")
@@ -153,7 +164,9 @@ def _config(args: argparse.Namespace, out: Path) -> DistillConfig:
         iterations=args.iterations, unroll_steps=args.unroll_steps, inner_lr=args.inner_lr,
         inner_momentum=args.inner_momentum, inner_batch_per_class=args.inner_batch,
         real_batch_per_class=args.real_batch, outer_lr=args.outer_lr,
-        outer_momentum=args.outer_momentum, clip_norm=args.clip_norm, arch=args.arch,
+        outer_momentum=args.outer_momentum, clip_norm=args.clip_norm, outer_optimizer=args.outer_optimizer,
+        outer_betas=None if args.outer_betas is None else tuple(args.outer_betas),
+        outer_schedule=args.outer_schedule, arch=args.arch,
         width=args.width, depth=args.depth, learn_labels=args.learn_labels, dsa=args.dsa,
         gm_outer_loop=args.gm_outer_loop, gm_inner_loop=args.gm_inner_loop,
         mim_weight=args.mim_weight, mim_temperature=args.mim_temperature,

@@ -8,7 +8,8 @@ optimisation; `parameterization` and `objective` override the preset.
 Defaults follow the official RTP code (REFERENCE section 1): inner SGD lr 0.01 momentum 0.9,
 32 synthetic examples per class per inner step, a real batch of 64 per class, K = 16 bases at
 downsampling 2, ConvNet-128. The outer SGD step (lr, momentum, clip) defaults per objective and
-parameterization (`OUTER_DEFAULTS`, `PARAM_OUTER_DEFAULTS`) unless given.
+parameterization (`OUTER_DEFAULTS`, `PARAM_OUTER_DEFAULTS`) unless given; dwa uses Adam with a cosine
+schedule instead (`OPTIMIZER_DEFAULTS`, `resolved_optimizer`).
 """
 
 from __future__ import annotations
@@ -42,9 +43,18 @@ OUTER_DEFAULTS: dict[str, tuple[float, float, float | None]] = {
 FALLBACK_OUTER = (0.1, 0.5, None)
 # Per-parameterization overrides of the objective's outer momentum (low-rank plugin: SGD momentum 0.5).
 PARAM_OUTER_DEFAULTS: dict[str, dict[str, float]] = {"lowrank": {"outer_momentum": 0.5}}
-# Objective x parameterization pairs that need their own step: dwa on memory diverges at lr 10
-# (bases x addresses amplify the unclipped step; measured: NaN within 20 iterations), lr 1 converges.
-PAIR_OUTER_DEFAULTS: dict[tuple[str, str], dict[str, float]] = {("dwa", "memory"): {"outer_lr": 1.0}}
+# Objective x parameterization pairs that need their own SGD step (none at present: dwa, whose SGD
+# step diverged on memory at lr 10 and on lowrank at IPC 10, now defaults to Adam).
+PAIR_OUTER_DEFAULTS: dict[tuple[str, str], dict[str, float]] = {}
+# The outer optimiser per objective (others: sgd): dwa uses Adam betas (0.5, 0.9) with a cosine
+# schedule as its official code (REFERENCE section 5).
+OPTIMIZER_DEFAULTS: dict[str, str] = {"dwa": "adam"}
+ADAM_BETAS = (0.5, 0.9)
+# Adam's outer lr (any objective: Adam's step is per coordinate and independent of the gradient's
+# scale). Measured on the CPU protocol of docs/methods-mtt-dwa.md (dwa, IPC 1): pixels are flat from
+# 0.05 to 0.25 (57.8, 57.0, 57.7 %) and collapse at 1 (39.4 %), while memory (bases x addresses, each
+# moved by lr per coordinate) loses at the paper's 0.25 (55.0 %) what it keeps at 0.05 (63.0 %).
+ADAM_OUTER_LR = 0.05
 
 # Fields that may change between a run and its resumption without changing the result.
 RESUMABLE_CHANGES = frozenset({
@@ -77,6 +87,9 @@ class DistillConfig:
     outer_lr: float | None = None
     outer_momentum: float | None = None
     clip_norm: float | None = None
+    outer_optimizer: str | None = None
+    outer_betas: tuple[float, float] | None = None
+    outer_schedule: str | None = None
     arch: str = "convnet"
     width: int = 128
     depth: int = 3
@@ -155,16 +168,30 @@ class DistillConfig:
             self.objective == "bptt" else "real"
 
     @property
-    def resolved_outer(self) -> tuple[float, float, float]:
-        """(outer lr, outer momentum, clip norm) actually used: the given values, else the
-        (objective, parameterization)'s or the parameterization's, else the objective's defaults;
-        clip inf = no clipping."""
+    def resolved_optimizer(self) -> tuple[str, tuple[float, float] | None, str]:
+        """(outer optimiser, Adam betas (None for sgd), lr schedule) actually used: the given values,
+        else the objective's (dwa: adam, betas (0.5, 0.9), cosine; others: sgd, constant)."""
+        optimizer = self.outer_optimizer or OPTIMIZER_DEFAULTS.get(self.objective, "sgd")
+        adam = optimizer == "adam"
+        betas = (tuple(float(b) for b in self.outer_betas) if self.outer_betas is not None else ADAM_BETAS) \
+            if adam else None
+        default_schedule = "cosine" if adam and self.objective == "dwa" else "constant"
+        return optimizer, betas, self.outer_schedule or default_schedule
+
+    @property
+    def resolved_outer(self) -> tuple[float, float | None, float]:
+        """(outer lr, outer momentum (None for adam), clip norm) actually used: the given values, else
+        the (objective, parameterization)'s or the parameterization's, else the objective's defaults
+        (adam: lr ADAM_OUTER_LR); clip inf = no clipping."""
         lr, momentum, clip = OUTER_DEFAULTS.get(self.objective, FALLBACK_OUTER)
+        clip = self.clip_norm if self.clip_norm is not None else clip
+        if self.resolved_optimizer[0] == "adam":
+            return (self.outer_lr if self.outer_lr is not None else ADAM_OUTER_LR), None, \
+                math.inf if clip is None else clip
         param = PAIR_OUTER_DEFAULTS.get((self.objective, self.kind), PARAM_OUTER_DEFAULTS.get(self.kind, {}))
         lr = self.outer_lr if self.outer_lr is not None else param.get("outer_lr", lr)
         momentum = self.outer_momentum if self.outer_momentum is not None else \
             param.get("outer_momentum", momentum)
-        clip = self.clip_norm if self.clip_norm is not None else clip
         return lr, momentum, math.inf if clip is None else clip
 
     @property
@@ -178,9 +205,11 @@ class DistillConfig:
         """A copy with every default replaced by the value actually used (clip_norm None then
         means no clipping)."""
         lr, momentum, clip = self.resolved_outer
+        optimizer, betas, schedule = self.resolved_optimizer
         outer, inner = self.resolved_gm_loops
         return replace(self, parameterization=self.kind, init=self.resolved_init, outer_lr=lr,
                        outer_momentum=momentum, clip_norm=None if math.isinf(clip) else clip,
+                       outer_optimizer=optimizer, outer_betas=betas, outer_schedule=schedule,
                        gm_outer_loop=outer,
                        gm_inner_loop=inner)
 
@@ -250,6 +279,7 @@ class DistillConfig:
                 continue
             if not (isinstance(value, (int, float)) and 0 <= value < 1):
                 raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        self._validate_outer()
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
         if self.resume and not self.checkpoint_dir:
@@ -279,6 +309,28 @@ class DistillConfig:
             raise ValueError(f"amp (mixed precision) needs a CUDA device, got device={self.device!r}")
         self._validate_objective()
         return self
+
+    def _validate_outer(self) -> None:
+        """The outer optimiser's options: known names, betas for adam only, momentum for sgd only."""
+        from compressdata.distill.outer import OPTIMIZERS, SCHEDULES
+
+        if self.outer_optimizer is not None:
+            _one_of("outer_optimizer", self.outer_optimizer, OPTIMIZERS)
+        if self.outer_schedule is not None:
+            _one_of("outer_schedule", self.outer_schedule, SCHEDULES)
+        optimizer = self.resolved_optimizer[0]
+        if optimizer == "adam" and self.outer_momentum is not None:
+            raise ValueError(f"outer_momentum ({self.outer_momentum}) is an sgd option; the adam outer "
+                             "optimiser uses outer_betas (--outer-betas B1 B2)")
+        if self.outer_betas is None:
+            return
+        if optimizer != "adam":
+            raise ValueError(f"outer_betas are Adam's; the outer optimiser is {optimizer!r} (set outer_optimizer "
+                             "'adam', or outer_momentum for sgd)")
+        betas = self.outer_betas
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
+            raise ValueError(f"outer_betas must be two numbers in [0, 1) (beta1, beta2), got {betas!r}")
 
     def _validate_objective(self) -> None:
         """The mtt_* and dwa_* options (checked whatever the objective, so a bad value never waits)."""
@@ -319,13 +371,23 @@ class DistillConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown distill options {unknown}")
+        if isinstance(d.get("outer_betas"), list):  # JSON has no tuples
+            d = {**d, "outer_betas": tuple(d["outer_betas"])}
         return cls(**d)
 
     def differences(self, other: DistillConfig) -> list[str]:
         """Names of the fields that differ and would change the result of a resumed run (defaults
         compared as resolved, so an explicit default equals an omitted one)."""
         mine, theirs = self.resolved().to_dict(), other.resolved().to_dict()
-        return sorted(k for k in mine if mine[k] != theirs[k] and k not in RESUMABLE_CHANGES)
+        free = self.resumable_changes
+        return sorted(k for k in mine if mine[k] != theirs[k] and k not in free)
+
+    @property
+    def resumable_changes(self) -> frozenset[str]:
+        """RESUMABLE_CHANGES, less `iterations` under a cosine schedule (its lr depends on them)."""
+        if self.resolved_optimizer[2] == "cosine":
+            return RESUMABLE_CHANGES - {"iterations"}
+        return RESUMABLE_CHANGES
 
 
 def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:

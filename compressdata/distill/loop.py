@@ -3,8 +3,9 @@
 
 One outer iteration: the config's objective (`distill.objectives`, e.g. bptt: a fresh network, T
 unrolled inner steps, the hypergradient of the real-batch loss; dm, gm: autograd of their loss),
-with its add-ons, gives gradients for the learnable tensors, then one shared outer SGD step with
-gradient-norm clipping (lr, momentum and clip resolved per objective, `DistillConfig.resolved_outer`).
+with its add-ons, gives gradients for the learnable tensors, then one shared outer step (SGD with
+momentum, or Adam; `distill.outer`) with gradient-norm clipping (optimiser, lr, schedule and clip
+resolved per objective: `DistillConfig.resolved_outer`, `DistillConfig.resolved_optimizer`).
 All randomness of iteration i comes from one CPU generator whose state is part of the run's state,
 so a run resumed from a checkpoint continues exactly as an uninterrupted one.
 """
@@ -34,7 +35,7 @@ from compressdata.distill.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from compressdata.distill.config import RESUMABLE_CHANGES, DistillConfig
+from compressdata.distill.config import DistillConfig
 from compressdata.distill.distributed import CollectiveError, current_world
 from compressdata.distill.methods import (
     RealSampler,
@@ -44,6 +45,7 @@ from compressdata.distill.methods import (
     random_real_subset,
 )
 from compressdata.distill.objectives import EXTRA_THETA, FINISHERS
+from compressdata.distill.outer import outer_adam_step, outer_sgd_step, scheduled_lr
 from compressdata.distill.parallel import iteration_objective
 from compressdata.distill.run import DistillRun
 from compressdata.errors import DivergenceError
@@ -127,7 +129,8 @@ def _initial_state(run: DistillRun, log: Callable[[str], None]) -> DistillState:
         if different:
             raise ValueError(f"cannot resume from {config.checkpoint_dir}: the checkpoint was made "
                              f"with different {', '.join(different)} (only "
-                             f"{', '.join(sorted(RESUMABLE_CHANGES))} may change)")
+                             f"{', '.join(sorted(config.resumable_changes))} may change)")
+        _check_buffers(config, state, config.checkpoint_dir)
         log(f"resuming from {config.checkpoint_dir} at iteration {state.iteration}")
         if current_world().is_main:
             MetricsLog(Path(config.checkpoint_dir) / METRICS_FILE).truncate_after(state.iteration)
@@ -145,7 +148,19 @@ def _initial_state(run: DistillRun, log: Callable[[str], None]) -> DistillState:
         theta.update(extra(run))
     theta = {k: v.to(run.device) for k, v in theta.items()}
     momentum = {k: torch.zeros_like(v) for k, v in theta.items()}
-    return DistillState(0, theta, momentum, generator.get_state())
+    second = {k: torch.zeros_like(v) for k, v in theta.items()} if config.resolved_optimizer[0] == "adam" else {}
+    return DistillState(0, theta, momentum, generator.get_state(), second)
+
+
+def _check_buffers(config: DistillConfig, state: DistillState, directory: str | None) -> None:
+    """A resumed state must carry the outer optimiser's buffers: Adam's second moments, sgd none."""
+    adam = config.resolved_optimizer[0] == "adam"
+    if adam and set(state.second_moment) != set(state.theta):
+        raise ValueError(f"cannot resume from {directory}: the adam outer optimiser needs a second moment per "
+                         f"theta tensor {sorted(state.theta)}, the checkpoint has {sorted(state.second_moment)}")
+    if not adam and state.second_moment:
+        raise ValueError(f"cannot resume from {directory}: the checkpoint holds Adam second moments but the "
+                         "outer optimiser is sgd")
 
 
 def _train(run: DistillRun, state: DistillState, progress: bool, callback: Callback | None,
@@ -193,18 +208,26 @@ def _train(run: DistillRun, state: DistillState, progress: bool, callback: Callb
 
 
 def outer_iteration(run: DistillRun, state: DistillState) -> tuple[DistillState, dict[str, Any]]:
-    """One outer iteration (the config's objective, then the shared outer SGD step); returns the new
+    """One outer iteration (the config's objective, then the shared outer step); returns the new
     state (the old one is left untouched) and the iteration's metrics."""
     config = run.config
     generator = torch.Generator()
     generator.set_state(state.rng)
     result = iteration_objective(run, state.theta, generator)
-    lr, mu, clip = config.resolved_outer
-    theta, momentum, grad_norm = outer_sgd_step(state.theta, result.grads, state.momentum, lr, mu,
-                                                clip)
-    new_state = DistillState(state.iteration + 1, theta, momentum, generator.get_state())
+    base_lr, mu, clip = config.resolved_outer
+    optimizer, betas, schedule = config.resolved_optimizer
+    lr = scheduled_lr(base_lr, schedule, state.iteration, config.iterations)
+    second = state.second_moment
+    if optimizer == "adam":
+        theta, momentum, second, grad_norm = outer_adam_step(
+            state.theta, result.grads, state.momentum, state.second_moment, state.iteration + 1, lr, betas, clip)
+    else:
+        theta, momentum, grad_norm = outer_sgd_step(state.theta, result.grads, state.momentum, lr, mu, clip)
+    new_state = DistillState(state.iteration + 1, theta, momentum, generator.get_state(), second)
     metrics = {"iteration": new_state.iteration, "outer_loss": result.loss, **result.metrics,
                "grad_norm": float(grad_norm)}
+    if schedule != "constant":
+        metrics["outer_lr"] = lr
     return new_state, metrics
 
 
@@ -219,31 +242,16 @@ def _check_finite(run: DistillRun, state: DistillState, metrics: dict[str, Any],
     if ckpt:
         save_checkpoint(ckpt, previous, run.config.to_dict())
     lr, _, clip = run.config.resolved_outer
+    optimizer = run.config.resolved_optimizer[0]
     where = f"; the checkpoint of iteration {previous.iteration} is in {ckpt}" if ckpt else ""
     raise DivergenceError(
         f"outer iteration {state.iteration} diverged: the {run.config.method_name} loss or tensors became "
-        f"NaN/Inf (outer lr {lr:g}, clip {'none' if math.isinf(clip) else f'{clip:g}'}){where}; "
+        f"NaN/Inf (outer lr {lr:g}, {optimizer}, clip {'none' if math.isinf(clip) else f'{clip:g}'}){where}; "
         "lower --outer-lr or set --clip-norm")
 
 
 def _silent(_message: str) -> None:
     return None
-
-
-def outer_sgd_step(theta: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
-                   momentum: dict[str, torch.Tensor], lr: float, mu: float, clip: float
-                   ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
-    """SGD with momentum (PyTorch semantics) after clipping the total gradient norm to `clip`
-    (math.inf: no clipping).
-
-    Returns new dicts (theta', momentum', the gradient norm before clipping); inputs are unchanged.
-    """
-    with torch.no_grad():
-        norm = torch.sqrt(sum(g.double().pow(2).sum() for g in grads.values()))
-        scale = torch.clamp(clip / (norm + 1e-6), max=1.0)
-        new_momentum = {k: mu * momentum[k] + grads[k] * scale.to(grads[k].dtype) for k in theta}
-        new_theta = {k: theta[k] - lr * new_momentum[k] for k in theta}
-    return new_theta, new_momentum, norm
 
 
 def _quick_evaluation(run: DistillRun, state: DistillState) -> float:

@@ -25,7 +25,7 @@ class ObjectiveResult:
 
 # objective(run, theta, generator) -> ObjectiveResult. All randomness must come from `generator`
 # (a CPU generator whose state is checkpointed), so resumed runs replay exactly. theta is not
-# modified; the outer optimiser step is shared by all objectives (see `loop.outer_sgd_step`).
+# modified; the outer optimiser step is shared by all objectives (see `distill.outer`).
 Objective = Callable[[DistillRun, dict[str, torch.Tensor], torch.Generator], ObjectiveResult]
 
 
