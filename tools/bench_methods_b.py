@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dwa-steps", type=int, default=12)
     p.add_argument("--dwa-outer-lr", type=float, default=None,
                    help="dwa's outer lr (default: the library's, config.py; dwa's optimiser: Adam, cosine)")
+    p.add_argument("--mim", type=float, nargs="+", default=[0.0], help="mim add-on weights (0: off)")
     p.add_argument("--networks", type=int, default=5)
     p.add_argument("--eval-epochs", type=int, default=300)
     p.add_argument("--threads", type=int, default=1)
@@ -85,21 +86,22 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|")
     for ipc in args.ipc:
         for param in args.params:
-            for objective in args.objectives:
-                if objective == "random-real" and param != "pixels":
+            for objective, mim in ((o, m) for o in args.objectives for m in args.mim):
+                if objective == "random-real" and (param != "pixels" or mim != args.mim[0]):
                     continue
                 settings = dict(_settings(args, str(work / "experts"))[objective])
                 axes = ({"method": "random-real"} if objective == "random-real"
-                        else {"parameterization": param})
+                        else {"parameterization": param, "mim_weight": mim})
                 config = DistillConfig(**axes, budget_ipc=ipc,
-                                       checkpoint_dir=str(work / f"{objective}-{param}-{ipc}"),
+                                       checkpoint_dir=str(work / f"{objective}-{param}-{ipc}-{mim:g}"),
                                        **settings)
                 t0 = time.perf_counter()
                 bank = distill(config, train, progress=False, log=lambda s: None)
                 seconds = time.perf_counter() - t0
                 result = evaluate_bank(bank, test, networks=args.networks, epochs=args.eval_epochs,
                                        width=args.width, progress=False)
-                print(f"| {ipc:g} | {param} | {objective} | {_outer(config)} | {100 * result.mean:.2f} +- "
+                name = objective + (f"+mim {mim:g}" if mim and objective != "random-real" else "")
+                print(f"| {ipc:g} | {param} | {name} | {_outer(config)} | {100 * result.mean:.2f} +- "
                       f"{100 * result.std:.2f} | {seconds:.0f} | {bank.recipe.lr:.4g} |", flush=True)
     return 0
 
