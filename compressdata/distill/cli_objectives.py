@@ -25,7 +25,7 @@ def add_objective_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--mtt-lr-init", type=float, default=d.mtt_lr_init,
                    help="mtt: initial learned synthetic lr (default %(default)s)")
     g.add_argument("--mtt-lr-lr", type=float, default=d.mtt_lr_lr,
-                   help="mtt: outer step size of log(synthetic lr) (default %(default)s)")
+                   help="mtt: outer SGD step size of log(synthetic lr) (default %(default)s; adam: its own lr)")
     g.add_argument("--dwa-teacher", default=d.dwa_teacher,
                    help="dwa: a teacher .safetensors file, or 'train' (kept in the checkpoint dir)")
     g.add_argument("--dwa-teacher-arch", default=d.dwa_teacher_arch, choices=DWA_TEACHER_ARCHS,

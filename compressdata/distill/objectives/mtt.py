@@ -8,7 +8,8 @@ through the N steps by autograd (second order, `torch.func.functional_call`).
 
 The synthetic lr is the theta entry `syn_lr`, stored as log(lr) so it stays positive; its outer
 step size is `mtt_lr_lr` (its gradient is rescaled by mtt_lr_lr / outer_lr before the shared outer
-step). At the end exp(syn_lr) becomes the bank recipe's lr (never a stored tensor).
+SGD step; Adam is invariant to that scale, so under `outer_optimizer="adam"` it moves at Adam's lr like
+every other tensor). At the end exp(syn_lr) becomes the bank recipe's lr (never a stored tensor).
 """
 
 from __future__ import annotations
