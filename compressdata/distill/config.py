@@ -43,11 +43,9 @@ OUTER_DEFAULTS: dict[str, tuple[float, float, float | None]] = {
 FALLBACK_OUTER = (0.1, 0.5, None)
 # Per-parameterization overrides of the objective's outer momentum (low-rank plugin: SGD momentum 0.5).
 PARAM_OUTER_DEFAULTS: dict[str, dict[str, float]] = {"lowrank": {"outer_momentum": 0.5}}
-# Objective x parameterization pairs that need their own SGD step (none at present: dwa, whose SGD
-# step diverged on memory at lr 10 and on lowrank at IPC 10, now defaults to Adam).
-PAIR_OUTER_DEFAULTS: dict[tuple[str, str], dict[str, float]] = {}
 # The outer optimiser per objective (others: sgd): dwa uses Adam betas (0.5, 0.9) with a cosine
-# schedule as its official code (REFERENCE section 5).
+# schedule as its official code (REFERENCE section 5); its SGD step diverged on memory at lr 10 and
+# on lowrank at IPC 10.
 OPTIMIZER_DEFAULTS: dict[str, str] = {"dwa": "adam"}
 ADAM_BETAS = (0.5, 0.9)
 # Adam's outer lr (any objective: Adam's step is per coordinate and independent of the gradient's
@@ -181,18 +179,18 @@ class DistillConfig:
     @property
     def resolved_outer(self) -> tuple[float, float | None, float]:
         """(outer lr, outer momentum (None for adam), clip norm) actually used: the given values, else
-        the (objective, parameterization)'s or the parameterization's, else the objective's defaults
-        (adam: lr ADAM_OUTER_LR); clip inf = no clipping."""
+        the parameterization's, else the objective's defaults (adam: lr ADAM_OUTER_LR); clip inf = no
+        clipping."""
         lr, momentum, clip = OUTER_DEFAULTS.get(self.objective, FALLBACK_OUTER)
         clip = self.clip_norm if self.clip_norm is not None else clip
+        clip = math.inf if clip is None else clip
         if self.resolved_optimizer[0] == "adam":
-            return (self.outer_lr if self.outer_lr is not None else ADAM_OUTER_LR), None, \
-                math.inf if clip is None else clip
-        param = PAIR_OUTER_DEFAULTS.get((self.objective, self.kind), PARAM_OUTER_DEFAULTS.get(self.kind, {}))
+            return (self.outer_lr if self.outer_lr is not None else ADAM_OUTER_LR), None, clip
+        param = PARAM_OUTER_DEFAULTS.get(self.kind, {})
         lr = self.outer_lr if self.outer_lr is not None else param.get("outer_lr", lr)
         momentum = self.outer_momentum if self.outer_momentum is not None else \
             param.get("outer_momentum", momentum)
-        return lr, momentum, math.inf if clip is None else clip
+        return lr, momentum, clip
 
     @property
     def resolved_gm_loops(self) -> tuple[int, int]:
