@@ -110,7 +110,7 @@ def test_killed_experts_run_continues_to_the_same_files(expert_dir, tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     try:
-        while time.monotonic() < deadline and proc.poll() is None and not expert_file(out, 0).exists():
+        while time.monotonic() < deadline and proc.poll() is None and not (out / MANIFEST).exists():
             time.sleep(0.01)
         assert proc.poll() is None, proc.stderr.read().decode()
     finally:
