@@ -208,7 +208,8 @@ def _print_memory_row(r: dict, header: bool, args: argparse.Namespace) -> None:
 
 def protocol_table(args: argparse.Namespace) -> list[dict]:
     settings = dict(FULL_PROTOCOL if args.full else CPU_PROTOCOL)
-    for key in ("width", "unroll_steps", "iterations", "outer_lr", "inner_lr", "init"):
+    for key in ("width", "unroll_steps", "iterations", "outer_lr", "inner_lr", "init",
+                "outer_optimizer", "outer_schedule"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     train = load_source("fashion-mnist", "train")
@@ -345,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--unroll-steps", type=int, default=None)
     g.add_argument("--outer-lr", type=float, default=None)
     g.add_argument("--inner-lr", type=float, default=None, help="inner SGD lr (default 0.01)")
+    g.add_argument("--outer-optimizer", choices=("sgd", "adam"), default=None,
+                   help="outer optimiser (default sgd; adam needs --outer-lr, e.g. 0.01)")
+    g.add_argument("--outer-schedule", choices=("constant", "cosine"), default=None)
     g.add_argument("--n-bases", type=int, default=None, help="rtp bases K (default: 16 at IPC 1, 64 at 10)")
     g.add_argument("--init", choices=("random", "real"), default=None)
     g.add_argument("--networks", type=int, default=5)
