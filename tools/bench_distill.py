@@ -179,7 +179,7 @@ def memory_table(args: argparse.Namespace) -> list[dict]:
     for steps in args.unroll:
         for engine in ("reverse", "naive"):
             cmd = [sys.executable, __file__, "--child", engine, str(steps), str(args.width),
-                   str(args.inner_batch), args.device, "--threads", str(args.threads or 0)]
+                   str(args.inner_batch or 10), args.device, "--threads", str(args.threads or 0)]
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode != 0:
                 rows.append({"engine": engine, "steps": steps, "error": out.stderr.strip()[-300:]})
@@ -196,7 +196,7 @@ def _mib(b: float) -> str:
 def _print_memory_row(r: dict, header: bool, args: argparse.Namespace) -> None:
     if header:
         print(f"\n(a) one hypergradient, rtp IPC 1 (290 examples), ConvNet width {args.width}, "
-              f"{args.inner_batch} synthetic/class/step, real batch 640, device {args.device}\n")
+              f"{args.inner_batch or 10} synthetic/class/step, real batch 640, device {args.device}\n")
         print("| T | engine | seconds | peak memory MiB | graph MiB | stored weights MiB |")
         print("|---|---|---|---|---|---|")
     if "error" in r:
@@ -209,9 +209,12 @@ def _print_memory_row(r: dict, header: bool, args: argparse.Namespace) -> None:
 def protocol_table(args: argparse.Namespace) -> list[dict]:
     settings = dict(FULL_PROTOCOL if args.full else CPU_PROTOCOL)
     for key in ("width", "unroll_steps", "iterations", "outer_lr", "inner_lr", "init",
-                "outer_optimizer", "outer_schedule"):
+                "outer_optimizer", "outer_schedule", "outer_betas", "learn_labels"):
         if getattr(args, key) is not None:
-            settings[key] = getattr(args, key)
+            value = getattr(args, key)
+            settings[key] = tuple(value) if isinstance(value, list) else value
+    if args.inner_batch is not None:
+        settings["inner_batch_per_class"] = args.inner_batch
     train = load_source("fashion-mnist", "train")
     test = load_source("fashion-mnist", "test")
     print(f"\n(b) Fashion-MNIST protocol ({'full GPU' if args.full else 'CPU'}): {settings}, "
@@ -336,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     g = p.add_argument_group("(a) memory")
     g.add_argument("--unroll", type=int, nargs="+", default=[50, 150])
     g.add_argument("--width", type=int, default=None, help="ConvNet width ((a) default 16)")
-    g.add_argument("--inner-batch", type=int, default=10, help="synthetic per class per step")
+    g.add_argument("--inner-batch", type=int, default=None,
+                   help="synthetic per class per step ((a) default 10; (b) the protocol's)")
     g = p.add_argument_group("(b) protocol")
     g.add_argument("--full", action="store_true", help="the GPU protocol (ConvNet-128, T=150)")
     g.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
@@ -349,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--outer-optimizer", choices=("sgd", "adam"), default=None,
                    help="outer optimiser (default sgd; adam needs --outer-lr, e.g. 0.01)")
     g.add_argument("--outer-schedule", choices=("constant", "cosine"), default=None)
+    g.add_argument("--outer-betas", type=float, nargs=2, default=None, help="Adam's betas")
+    g.add_argument("--learn-labels", action="store_true", default=None,
+                   help="learn soft labels along with the examples")
     g.add_argument("--n-bases", type=int, default=None, help="rtp bases K (default: 16 at IPC 1, 64 at 10)")
     g.add_argument("--init", choices=("random", "real"), default=None)
     g.add_argument("--networks", type=int, default=5)
