@@ -179,7 +179,7 @@ def memory_table(args: argparse.Namespace) -> list[dict]:
     for steps in args.unroll:
         for engine in ("reverse", "naive"):
             cmd = [sys.executable, __file__, "--child", engine, str(steps), str(args.width),
-                   str(args.inner_batch or 10), args.device, "--threads", str(args.threads or 0)]
+                   str(args.inner_batch), args.device, "--threads", str(args.threads or 0)]
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode != 0:
                 rows.append({"engine": engine, "steps": steps, "error": out.stderr.strip()[-300:]})
@@ -196,7 +196,7 @@ def _mib(b: float) -> str:
 def _print_memory_row(r: dict, header: bool, args: argparse.Namespace) -> None:
     if header:
         print(f"\n(a) one hypergradient, rtp IPC 1 (290 examples), ConvNet width {args.width}, "
-              f"{args.inner_batch or 10} synthetic/class/step, real batch 640, device {args.device}\n")
+              f"{args.inner_batch} synthetic/class/step, real batch 640, device {args.device}\n")
         print("| T | engine | seconds | peak memory MiB | graph MiB | stored weights MiB |")
         print("|---|---|---|---|---|---|")
     if "error" in r:
@@ -215,6 +215,9 @@ def protocol_table(args: argparse.Namespace) -> list[dict]:
             settings[key] = tuple(value) if isinstance(value, list) else value
     if args.inner_batch is not None:
         settings["inner_batch_per_class"] = args.inner_batch
+    if args.outer_optimizer == "adam" and args.outer_lr is None:
+        raise SystemExit("--outer-optimizer adam needs --outer-lr: the protocol's outer lr is an SGD "
+                         f"lr ({settings['outer_lr']})")
     train = load_source("fashion-mnist", "train")
     test = load_source("fashion-mnist", "test")
     print(f"\n(b) Fashion-MNIST protocol ({'full GPU' if args.full else 'CPU'}): {settings}, "
@@ -386,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows: dict[str, list[dict]] = {}
     if args.part in ("memory", "all"):
-        rows["memory"] = memory_table(replace_width(args, 16))
+        rows["memory"] = memory_table(with_memory_defaults(args))
     if args.part in ("protocol", "all"):
         rows["protocol"] = protocol_table(args)
     if args.part in ("methods", "all"):
@@ -396,10 +399,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def replace_width(args: argparse.Namespace, default: int) -> argparse.Namespace:
-    """A copy of args whose width is set ((a) uses its own default)."""
+def with_memory_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """A copy of args with part (a)'s own defaults for the options it shares with (b): width 16,
+    10 synthetic examples per class per step."""
     copy = argparse.Namespace(**vars(args))
-    copy.width = args.width or default
+    copy.width = args.width or 16
+    copy.inner_batch = args.inner_batch or 10
     return copy
 
 
