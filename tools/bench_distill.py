@@ -209,7 +209,8 @@ def _print_memory_row(r: dict, header: bool, args: argparse.Namespace) -> None:
 def protocol_table(args: argparse.Namespace) -> list[dict]:
     settings = dict(FULL_PROTOCOL if args.full else CPU_PROTOCOL)
     for key in ("width", "unroll_steps", "iterations", "outer_lr", "inner_lr", "init",
-                "outer_optimizer", "outer_schedule", "outer_betas", "learn_labels"):
+                "outer_optimizer", "outer_schedule", "outer_betas", "learn_labels", "dsa",
+                "dsa_strategy", "networks_per_iteration"):
         if getattr(args, key) is not None:
             value = getattr(args, key)
             settings[key] = tuple(value) if isinstance(value, list) else value
@@ -222,7 +223,7 @@ def protocol_table(args: argparse.Namespace) -> list[dict]:
     test = load_source("fashion-mnist", "test")
     print(f"\n(b) Fashion-MNIST protocol ({'full GPU' if args.full else 'CPU'}): {settings}, "
           f"evaluation: {args.networks} fresh ConvNet-{settings['width']} per bank, "
-          f"{args.eval_epochs} epochs, full test split\n")
+          f"{args.eval_epochs or 'recipe (300, 1000 with DSA)'} epochs, full test split\n")
     print("| IPC | method | layout | examples | floats | distill s | accuracy % (mean +- std) |")
     print("|---|---|---|---|---|---|---|", flush=True)
     rows = []
@@ -268,7 +269,7 @@ def methods_table(args: argparse.Namespace) -> list[dict]:
         test = test.subset(torch.arange(args.test_examples))
     print(f"\n(c) Fashion-MNIST methods (CPU): {METHODS_COMMON}, per objective {METHODS_PROTOCOL}, "
           f"mim temperature {args.mim_temperature}; evaluation: {args.networks} fresh "
-          f"ConvNet-{METHODS_COMMON['width']} per bank, {args.eval_epochs} epochs, "
+          f"ConvNet-{METHODS_COMMON['width']} per bank, {args.eval_epochs or 300} epochs, "
           f"{len(test)} test images\n")
     print("| IPC | objective | param | mim | examples | floats | distill s | accuracy % (mean +- std) |")
     print("|---|---|---|---|---|---|---|---|", flush=True)
@@ -359,10 +360,16 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--outer-betas", type=float, nargs=2, default=None, help="Adam's betas")
     g.add_argument("--learn-labels", action="store_true", default=None,
                    help="learn soft labels along with the examples")
+    g.add_argument("--dsa", action="store_true", default=None,
+                   help="DSA while distilling; evaluation then trains with DSA for 1000 epochs")
+    g.add_argument("--dsa-strategy", default=None, help="DSA ops while distilling (default flip_rotate)")
+    g.add_argument("--networks-per-iteration", type=int, default=None,
+                   help="fresh networks whose hypergradients are averaged each iteration (default 1)")
     g.add_argument("--n-bases", type=int, default=None, help="rtp bases K (default: 16 at IPC 1, 64 at 10)")
     g.add_argument("--init", choices=("random", "real"), default=None)
     g.add_argument("--networks", type=int, default=5)
-    g.add_argument("--eval-epochs", type=int, default=300)
+    g.add_argument("--eval-epochs", type=int, default=None,
+                   help="default: the bank recipe's (300; 1000 with DSA)")
     g.add_argument("--eval-every", type=int, default=0)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out-dir", default=None, help="save the evaluated banks here")
