@@ -193,12 +193,14 @@ def evaluate_tensors(
     seed: int = 0,
     width: int | None = None,
     progress: bool = True,
+    augmentation: str | None = None,
 ) -> EvaluationResult:
     """Train `networks` fresh networks (seeds seed..seed+networks-1) on (images, targets), images
     already in `test`'s normalised space, and test each once at the end on `test`.
 
-    `arch` / `epochs` / `width` override the recipe's (the recipe's width, depth and norm apply to
-    its own architecture only; width defaults to 128). Weight init uses the seed inside a forked RNG, so the
+    `arch` / `epochs` / `width` / `augmentation` override the recipe's (the recipe's width, depth
+    and norm apply to its own architecture only; width defaults to 128). The result's extra
+    records the augmentation used. Weight init uses the seed inside a forked RNG, so the
     caller's global RNG state is untouched; on CPU a seed gives identical results.
     """
     if networks < 1:
@@ -207,7 +209,8 @@ def evaluate_tensors(
     if width is not None:
         options["width"] = width
     recipe = replace(recipe, architecture=arch or recipe.architecture,
-                     epochs=recipe.epochs if epochs is None else epochs)
+                     epochs=recipe.epochs if epochs is None else epochs,
+                     augmentation=augmentation or recipe.augmentation)
     if tuple(images.shape[1:]) != test.image_shape:
         raise ValueError(f"training images have shape {tuple(images.shape[1:])}; the test split "
                          f"{test.name}/{test.split} has {test.image_shape}")
@@ -226,7 +229,8 @@ def evaluate_tensors(
         train_network(model, images, targets, recipe, label_space, device, seed=seed + k)
         accuracies.append(test_accuracy(model, test, device))
     extra: dict[str, Any] = {"seeds": [seed + k for k in range(networks)],
-                             "train_examples": int(images.shape[0])}
+                             "train_examples": int(images.shape[0]),
+                             "augmentation": recipe.augmentation}
     if recipe.architecture in ("convnet", "mlp"):
         extra.update({"width": 128, "depth": 3} | options)
     return EvaluationResult(architecture=recipe.architecture, accuracies=accuracies,
@@ -243,6 +247,7 @@ def evaluate_bank(
     seed: int = 0,
     width: int | None = None,
     progress: bool = True,
+    augmentation: str | None = None,
 ) -> EvaluationResult:
     """Evaluate a `MemoryBank` with its recipe: decode once, test on `test` re-normalised with the
     bank's normalisation, train fresh networks as in `evaluate_tensors`."""
@@ -256,4 +261,5 @@ def evaluate_bank(
         images = bank.decode()
     return evaluate_tensors(images, bank.labels, bank.recipe, test.with_normalization(
         bank.normalization), label_space=bank.label_space, arch=arch, networks=networks,
-        epochs=epochs, device=device, seed=seed, width=width, progress=progress)
+        epochs=epochs, device=device, seed=seed, width=width, progress=progress,
+        augmentation=augmentation)

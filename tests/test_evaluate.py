@@ -201,6 +201,12 @@ def test_bank_overrides_and_mismatches(train50, test2000):
                       recipe=TrainingRecipe(architecture="mlp", epochs=1))
     result = evaluate_bank(bank, test2000, networks=1, epochs=2, progress=False)
     assert (result.architecture, result.epochs) == ("mlp", 2)
+    assert result.extra["augmentation"] == "none"
+    augmented = evaluate_bank(bank, test2000, networks=1, epochs=2, augmentation="dsa",
+                              progress=False)
+    assert augmented.extra["augmentation"] == "dsa" and augmented.accuracies != result.accuracies
+    with pytest.raises(ValueError, match="recipe.augmentation 'blur' is not supported"):
+        evaluate_bank(bank, test2000, networks=1, epochs=1, augmentation="blur", progress=False)
     few = MemoryBank(pixels=train50.images[:4], labels=torch.tensor([0, 1, 2, 3]),
                      classes=["a", "b", "c", "d"], normalization=train50.normalization)
     with pytest.raises(ValueError, match="the bank has 4 classes; the test split "

@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from compressdata.bank.metadata import AUGMENTATIONS
 from compressdata.distill.cli_objectives import (
     add_experts_command,
     add_objective_options,
@@ -146,6 +147,8 @@ def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     p.add_argument("--width", type=int, default=None,
                    help="ConvNet/MLP width (default: the recipe's, else 128)")
+    p.add_argument("--augmentation", default=None, choices=AUGMENTATIONS,
+                   help="default: the recipe's; the DSA protocol trains 1000 epochs (--epochs 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--record", action="store_true", help="write the result into the bank file")
@@ -259,7 +262,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         result = evaluate_bank_over_ranks(
             bank, load_source(args.test, "test"), arch=args.arch, networks=args.networks,
             epochs=args.epochs, device=args.device, seed=args.seed, width=args.width,
-            progress=not args.no_progress)
+            progress=not args.no_progress, augmentation=args.augmentation)
     if not world.is_main:
         return 0
     print(f"accuracy {100 * result.mean:.2f} +- {100 * result.std:.2f} % "
