@@ -210,7 +210,7 @@ def protocol_table(args: argparse.Namespace) -> list[dict]:
     settings = dict(FULL_PROTOCOL if args.full else CPU_PROTOCOL)
     for key in ("width", "unroll_steps", "iterations", "outer_lr", "inner_lr", "init",
                 "outer_optimizer", "outer_schedule", "outer_betas", "learn_labels", "dsa",
-                "dsa_strategy", "networks_per_iteration"):
+                "dsa_strategy", "networks_per_iteration", "downsample", "zca"):
         if getattr(args, key) is not None:
             value = getattr(args, key)
             settings[key] = tuple(value) if isinstance(value, list) else value
@@ -366,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--networks-per-iteration", type=int, default=None,
                    help="fresh networks whose hypergradients are averaged each iteration (default 1)")
     g.add_argument("--n-bases", type=int, default=None, help="rtp bases K (default: 16 at IPC 1, 64 at 10)")
+    g.add_argument("--downsample", type=int, default=None, help="rtp bases' downsampling ds (default 2)")
+    g.add_argument("--zca", action="store_true", default=None,
+                   help="distil and evaluate in ZCA-whitened space (regularization 0.1)")
     g.add_argument("--init", choices=("random", "real"), default=None)
     g.add_argument("--networks", type=int, default=5)
     g.add_argument("--eval-epochs", type=int, default=None,
