@@ -366,9 +366,11 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--networks-per-iteration", type=int, default=None,
                    help="fresh networks whose hypergradients are averaged each iteration (default 1)")
     g.add_argument("--n-bases", type=int, default=None, help="rtp bases K (default: 16 at IPC 1, 64 at 10)")
-    g.add_argument("--downsample", type=int, default=None, help="rtp bases' downsampling ds (default 2)")
+    g.add_argument("--downsample", type=int, default=None,
+                   help=f"rtp bases' downsampling ds (default {DistillConfig.downsample})")
     g.add_argument("--zca", action="store_true", default=None,
-                   help="distil and evaluate in ZCA-whitened space (regularization 0.1)")
+                   help="distil and evaluate in ZCA-whitened space "
+                        f"(regularization {DistillConfig.zca_regularization})")
     g.add_argument("--init", choices=("random", "real"), default=None)
     g.add_argument("--networks", type=int, default=5)
     g.add_argument("--eval-epochs", type=int, default=None,
