@@ -230,7 +230,7 @@ def protocol_table(args: argparse.Namespace) -> list[dict]:
     for ipc in args.ipc:
         for method in args.methods:
             config = DistillConfig(method=method, budget_ipc=ipc, seed=args.seed,
-                                   n_bases=args.n_bases or N_BASES.get(ipc, 16), device=args.device,
+                                   n_bases=args.n_bases or N_BASES.get(ipc, DistillConfig.n_bases), device=args.device,
                                    eval_every=args.eval_every, **{
                                        k: v for k, v in settings.items()
                                        if method != "random-real" or k in ("width",)})
@@ -281,14 +281,14 @@ def methods_table(args: argparse.Namespace) -> list[dict]:
             rows.append(_methods_row(config, train, test, args))
             for kind in (k for k in args.params if k != "pixels"):  # pixels' init IS random-real
                 config = DistillConfig(parameterization=kind, budget_ipc=ipc, seed=args.seed,
-                                       n_bases=N_BASES.get(ipc, 16), **METHODS_COMMON)
+                                       n_bases=N_BASES.get(ipc, DistillConfig.n_bases), **METHODS_COMMON)
                 rows.append(_methods_row(config, train, test, args, init_only=True))
         for objective in args.objectives:
             for kind in args.params:
                 for mim in args.mim:
                     config = DistillConfig(
                         objective=objective, parameterization=kind, budget_ipc=ipc, seed=args.seed,
-                        n_bases=N_BASES.get(ipc, 16), device=args.device, mim_weight=mim,
+                        n_bases=N_BASES.get(ipc, DistillConfig.n_bases), device=args.device, mim_weight=mim,
                         mim_temperature=args.mim_temperature,
                         **{**METHODS_COMMON, **METHODS_PROTOCOL[objective]})
                     rows.append(_methods_row(config, train, test, args))
@@ -365,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--dsa-strategy", default=None, help="DSA ops while distilling (default flip_rotate)")
     g.add_argument("--networks-per-iteration", type=int, default=None,
                    help="fresh networks whose hypergradients are averaged each iteration (default 1)")
-    g.add_argument("--n-bases", type=int, default=None, help="rtp bases K (default: 16 at IPC 1, 64 at 10)")
+    g.add_argument("--n-bases", type=int, default=None,
+                   help=f"rtp bases K (default by IPC: {N_BASES}, else {DistillConfig.n_bases})")
     g.add_argument("--downsample", type=int, default=None,
                    help=f"rtp bases' downsampling ds (default {DistillConfig.downsample})")
     g.add_argument("--zca", action="store_true", default=None,
