@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -159,6 +160,10 @@ def test_distill_task_freezes_old_bases_or_finetunes_them(split_tasks, one_torch
                          finetune_bases=True, progress=False)
     assert not torch.equal(tuned.tensors["bases"], second.tensors["bases"])
     assert torch.equal(tuned.tensors["addresses"][:110, :4], second.tensors["addresses"])
+    assert first.tensors["bases"].shape[-1] == 14  # no downsample set: a first task takes ds=2
+    with pytest.raises(ValueError, match="downsample 1 does not match the bank's bases, stored at ds=2"):
+        distill_task(replace(config, downsample=1), split_tasks[1].train, [2, 3], "t1", first, new_bases=1,
+                     per_class=5, progress=False)
 
 
 def test_forgetting_and_average() -> None:

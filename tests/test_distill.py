@@ -190,8 +190,8 @@ def test_short_rtp_run_beats_chance(train, test_split):
 
 
 def test_banks_carry_recipe_provenance_and_storage(train):
-    rtp = distill(replace(TINY, iterations=1, learn_labels=True, budget_ipc=2), train,
-                  progress=False, log=_quiet)
+    rtp = distill(replace(TINY, iterations=1, learn_labels=True, budget_ipc=2, n_bases=16, downsample=2),
+                  train, progress=False, log=_quiet)
     assert rtp.kind == "memory" and rtp.label_space == "logits"
     assert rtp.tensors["bases"].shape == (16, 1, 14, 14)
     per_class = (2 * 784 * 10 - 16 * 196) // (16 * 10)
@@ -252,9 +252,12 @@ def test_cli_distill_rtp_prints_layout_and_writes_checkpoints(tmp_path, capsys):
             "--width", "8", "--inner-batch", "2", "--real-batch", "2", "--no-progress"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "K=16 bases at ds=2, 29 examples per class" in printed
+    assert "K=20 bases at ds=2, 19 examples per class" in printed  # the budget's default layout
     assert (tmp_path / "rtp.safetensors.ckpt" / CHECKPOINT_FILE).is_file()
-    assert load_memory_bank(out).kind == "memory"
+    bank = load_memory_bank(out)
+    assert bank.kind == "memory"
+    assert {k: bank.provenance["method"]["hyperparameters"][k] for k in ("n_bases", "downsample")} == \
+        {"n_bases": 20, "downsample": 2}
     assert main(args) == 1
     assert "exists; pass --force" in capsys.readouterr().err
     assert main([*args, "--force"]) == 1  # a fresh run never overwrites a run's checkpoint
@@ -266,7 +269,7 @@ def test_cli_distill_rtp_prints_layout_and_writes_checkpoints(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["--budget-ipc", "0"], "budget_ipc must be a positive number"),
-    (["--budget-ipc", "0.2"], "budget too small for memory"),
+    (["--budget-ipc", "0.2", "--n-bases", "16", "--downsample", "2"], "budget too small for memory"),
     (["--downsample", "3"], "downsample 3 does not divide the image size 28x28"),
     (["--unroll-steps", "0"], "unroll_steps must be a positive int"),
     (["--inner-momentum", "1.5"], "inner_momentum must be in [0, 1)"),

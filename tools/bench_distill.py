@@ -53,13 +53,14 @@ ENGINES = {"reverse": reverse_hypergradient, "naive": naive_unroll_hypergradient
 # official 0.1 because hypergradient norms here are ~0.03-0.1 (the clip at 2 never binds) and a
 # few hundred iterations at 0.1 barely move the data (docs/benchmarks.md has the sweep).
 CPU_PROTOCOL = dict(width=16, unroll_steps=20, iterations=200, inner_batch_per_class=10,
-                    real_batch_per_class=32, init="real", outer_lr=30.0)
+                    real_batch_per_class=32, init="real", outer_lr=30.0, downsample=2)
 # GPU protocol: ConvNet-128, long unrolls, thousands of iterations (REFERENCE section 1).
 FULL_PROTOCOL = dict(width=128, unroll_steps=150, iterations=5000, inner_batch_per_class=32,
-                     real_batch_per_class=64, init="random", outer_lr=0.1)
+                     real_batch_per_class=64, init="random", outer_lr=0.1, downsample=2)
 N_BASES = {1: 16, 10: 64, 50: 64}
 # (c) methods: shared settings, then per objective what fits a few minutes a row on one CPU thread.
-METHODS_COMMON = dict(width=16, inner_batch_per_class=10, real_batch_per_class=32, init="real")
+METHODS_COMMON = dict(width=16, inner_batch_per_class=10, real_batch_per_class=32, init="real",
+                      downsample=2)
 METHODS_PROTOCOL = {
     "bptt": dict(iterations=30, unroll_steps=10, outer_lr=30.0),
     "dm": dict(iterations=150),
@@ -216,6 +217,8 @@ def protocol_table(args: argparse.Namespace) -> list[dict]:
             settings[key] = tuple(value) if isinstance(value, list) else value
     if args.inner_batch is not None:
         settings["inner_batch_per_class"] = args.inner_batch
+    if args.real_batch is not None:
+        settings["real_batch_per_class"] = args.real_batch
     if args.outer_optimizer == "adam" and args.outer_lr is None:
         raise SystemExit("--outer-optimizer adam needs --outer-lr: the protocol's outer lr is an SGD "
                          f"lr ({settings['outer_lr']})")
@@ -352,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
                    choices=("random-real", "pixels", "rtp"))
     g.add_argument("--iterations", type=int, default=None)
     g.add_argument("--unroll-steps", type=int, default=None)
+    g.add_argument("--real-batch", type=int, default=None,
+                   help="real examples per class in the outer loss (CPU protocol "
+                        f"{CPU_PROTOCOL['real_batch_per_class']}, GPU {FULL_PROTOCOL['real_batch_per_class']})")
     g.add_argument("--outer-lr", type=float, default=None)
     g.add_argument("--inner-lr", type=float, default=None, help="inner SGD lr (default 0.01)")
     g.add_argument("--outer-optimizer", choices=("sgd", "adam"), default=None,
@@ -366,9 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--networks-per-iteration", type=int, default=None,
                    help="fresh networks whose hypergradients are averaged each iteration (default 1)")
     g.add_argument("--n-bases", type=int, default=None,
-                   help=f"rtp bases K (default by IPC: {N_BASES}, else {DistillConfig.n_bases})")
+                   help=f"rtp bases K (default by IPC: {N_BASES}, else as many as half the budget holds)")
     g.add_argument("--downsample", type=int, default=None,
-                   help=f"rtp bases' downsampling ds (default {DistillConfig.downsample})")
+                   help=f"rtp bases' downsampling ds (default {CPU_PROTOCOL['downsample']})")
     g.add_argument("--zca", action="store_true", default=None,
                    help="distil and evaluate in ZCA-whitened space "
                         f"(regularization {DistillConfig.zca_regularization})")

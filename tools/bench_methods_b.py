@@ -27,7 +27,9 @@ PARAMS = ("pixels", "memory", "lowrank")
 
 
 def _settings(args: argparse.Namespace, expert_dir: str) -> dict[str, dict]:
-    common = dict(width=args.width, iterations=args.iterations, init="real", device="cpu", seed=0)
+    # memory: K=16 bases at ds=2 at every IPC, the layout docs/methods-mtt-dwa.md measured
+    common = dict(width=args.width, iterations=args.iterations, init="real", device="cpu", seed=0,
+                  n_bases=16, downsample=2)
     return {
         "random-real": dict(width=args.width, device="cpu", seed=0),
         "mtt": dict(common, objective="mtt", mtt_expert_dir=expert_dir, mtt_syn_steps=10,

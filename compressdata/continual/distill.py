@@ -25,6 +25,8 @@ from compressdata.distill.methods import Augment, RealSampler, SyntheticSet
 from compressdata.distill.run import DistillRun
 from compressdata.params import Layout, get_parameterization
 
+# A first task's bases resolution when the config leaves ds to the budget rule: the official rtp ds.
+FIRST_TASK_DOWNSAMPLE = 2
 
 @dataclass(frozen=True)
 class TaskSynthetic(SyntheticSet):
@@ -106,6 +108,17 @@ def init_task_theta(real: RealSampler, per_class: int, frozen: torch.Tensor | No
     return {"addresses": addresses.float().contiguous(), "new_bases": bases.float().contiguous()}
 
 
+def task_downsample(config: DistillConfig, bank: MemoryBank | None) -> int:
+    """ds of a task's new bases: the bank's own (config.downsample, if set, must agree); for a first
+    task config.downsample, else FIRST_TASK_DOWNSAMPLE."""
+    if bank is None:
+        return config.downsample or FIRST_TASK_DOWNSAMPLE
+    ds = bank.image_shape[-1] // bank.tensors["bases"].shape[-1]
+    if config.downsample is not None and config.downsample != ds:
+        raise ValueError(f"downsample {config.downsample} does not match the bank's bases, stored at ds={ds}")
+    return ds
+
+
 def distill_task(config: DistillConfig, data: RealData, classes: list[int], name: str,
                  bank: MemoryBank | None = None, *, new_bases: int, per_class: int,
                  finetune_bases: bool = False, replay_old: bool = False, progress: bool = True) -> MemoryBank:
@@ -131,7 +144,8 @@ def distill_task(config: DistillConfig, data: RealData, classes: list[int], name
     k_total = new_bases + (0 if frozen is None else frozen.shape[0])
     upsample = bank.upsample if bank is not None else "bilinear"
     real = RealSampler(local.images.to(device), local.labels, len(classes))
-    layout = Layout("memory", per_class, k_total, config.downsample)
+    downsample = task_downsample(config, bank)
+    layout = Layout("memory", per_class, k_total, downsample)
     if replay_old and bank is not None:
         if finetune_bases:
             raise ValueError("replay_old replays frozen memories; it cannot be combined with finetune_bases")
@@ -146,7 +160,7 @@ def distill_task(config: DistillConfig, data: RealData, classes: list[int], name
         synthetic = TaskSynthetic("memory", len(classes), per_class, local.image_shape[1:], upsample, frozen)
         run = DistillRun(config, device, local, real, synthetic, layout)
     generator = torch.Generator().manual_seed(config.seed)
-    theta = init_task_theta(real, per_class, frozen, new_bases, config.downsample, generator)
+    theta = init_task_theta(real, per_class, frozen, new_bases, downsample, generator)
     if finetune_bases and frozen is not None:
         theta = {"bases": torch.cat([frozen.cpu(), theta.pop("new_bases")]), **theta}
     theta = {k: v.to(device) for k, v in theta.items()}

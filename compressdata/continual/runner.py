@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from compressdata.bank.memory_bank import MemoryBank
 from compressdata.bank.metadata import TrainingRecipe
-from compressdata.continual.distill import distill_task
+from compressdata.continual.distill import FIRST_TASK_DOWNSAMPLE, distill_task
 from compressdata.continual.protocols import PROTOCOLS, Task, make_tasks
 from compressdata.data.sources import RealData
 from compressdata.distill.config import DistillConfig
@@ -49,7 +49,7 @@ class ContinualConfig:
     budget_ipc: float = 2.0
     n_bases: int = 8
     new_bases: int = 2
-    downsample: int = 2
+    downsample: int = FIRST_TASK_DOWNSAMPLE
     iterations: int = 40
     unroll_steps: int = 10
     inner_batch: int = 10

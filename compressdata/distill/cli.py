@@ -28,6 +28,7 @@ from compressdata.distill.config import (
 )
 from compressdata.distill.distributed import DEFAULT_TIMEOUT_S, distributed_session
 from compressdata.distill.outer import OPTIMIZERS, SCHEDULES
+from compressdata.params.budget import MIN_BASES_PER_CLASS
 
 
 def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -55,9 +56,11 @@ def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "-o", required=True, help="bank file to write (.safetensors)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     g = p.add_argument_group("parameterization")
-    g.add_argument("--n-bases", type=int, default=d.n_bases, help="K memories (rtp)")
+    g.add_argument("--n-bases", type=int, default=d.n_bases,
+                   help="K memories (rtp; default: as many as half the budget holds at --downsample)")
     g.add_argument("--downsample", type=int, default=d.downsample,
-                   help="bases stored at 1/ds resolution (rtp)")
+                   help="bases stored at 1/ds resolution (rtp; default: the finest at which half the "
+                        f"budget buys {MIN_BASES_PER_CLASS} bases per class)")
     g.add_argument("--rank", type=int, default=d.rank, help="rank per channel (lowrank)")
     g.add_argument("--init", default=None, choices=INITS,
                    help="initialisation (default: random for rtp, real for everything else)")

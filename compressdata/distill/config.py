@@ -72,8 +72,8 @@ class DistillConfig:
     parameterization: str | None = None
     objective: str = "bptt"
     budget_ipc: float = 1.0
-    n_bases: int = 16
-    downsample: int = 2
+    n_bases: int | None = None  # None: the budget rule (params.budget.default_n_bases)
+    downsample: int | None = None  # None: the budget rule (params.budget.default_downsample)
     rank: int = 2
     init: str | None = None
     iterations: int = 2000
@@ -238,7 +238,10 @@ class DistillConfig:
         if not (isinstance(self.budget_ipc, (int, float)) and math.isfinite(self.budget_ipc)
                 and self.budget_ipc > 0):
             raise ValueError(f"budget_ipc must be a positive number, got {self.budget_ipc!r}")
-        for name in ("n_bases", "downsample", "rank", "iterations", "unroll_steps", "inner_batch_per_class",
+        for name in ("n_bases", "downsample"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
+        for name in ("rank", "iterations", "unroll_steps", "inner_batch_per_class",
                      "real_batch_per_class", "width", "depth", "checkpoint_every", "eval_epochs",
                      "eval_networks", "networks_per_iteration", "stream_buffer_per_class"):
             _positive_int(name, getattr(self, name))

@@ -310,12 +310,15 @@ def _bank(config: DistillConfig, data: RealData, layout: Layout, theta: dict[str
                for k in get_parameterization(kind).tensor_names}
     learned = label_space != "index"
     optimised = config.method != "random-real"
+    hyperparameters = config.recorded_hyperparameters()
+    if kind == "memory":  # the layout the budget rule picked where the config left it open
+        hyperparameters.update(n_bases=layout.n_bases, downsample=layout.downsample)
     provenance = {
         "source": {"dataset": data.name, "split": data.split, "examples": len(data)},
         "method": {"name": config.method_name, "parameterization": kind,
                    "objective": config.objective if optimised else None,
                    "addons": config.addons,
-                   "hyperparameters": config.recorded_hyperparameters(),
+                   "hyperparameters": hyperparameters,
                    "iterations_done": iterations},
         "budget_ipc": config.budget_ipc,
         "layout": {"kind": kind, "per_class": layout.per_class, "n_bases": layout.n_bases,

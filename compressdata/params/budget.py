@@ -29,18 +29,47 @@ class Layout:
         return f"{self.kind}: {extra}{self.per_class} examples per class, {self.floats} floats"
 
 
+# Default memory layout: half of the budget's floats go to the bases, and the bases are stored at
+# the finest resolution at which that half still buys this many bases per class. Measured on
+# Fashion-MNIST (docs/benchmarks.md): at IPC 1 that is ds=2 (eight full-resolution bases lose 3.9
+# points to 24 at ds=2); at IPC 10 it is ds=1 (48 full-resolution bases beat 64 at ds=2 by 1.4).
+BASES_SHARE = 0.5
+MIN_BASES_PER_CLASS = 2
+
+
+def default_downsample(budget_ipc: float, n_classes: int, image_shape: tuple[int, int, int]) -> int:
+    """The smallest ds (1, 2, 4, ... dividing H and W) at which half the budget buys at least
+    MIN_BASES_PER_CLASS bases per class; the coarsest such ds when none does."""
+    c, h, w = image_shape
+    total = budget_ipc * c * h * w * n_classes
+    ds = 1
+    while (BASES_SHARE * total // (c * (h // ds) * (w // ds)) < MIN_BASES_PER_CLASS * n_classes
+           and h % (2 * ds) == 0 and w % (2 * ds) == 0):
+        ds *= 2
+    return ds
+
+
+def default_n_bases(budget_ipc: float, n_classes: int, image_shape: tuple[int, int, int],
+                    downsample: int) -> int:
+    """K: as many bases at `downsample` as half the budget's floats hold (at least 1)."""
+    c, h, w = image_shape
+    total = budget_ipc * c * h * w * n_classes
+    return max(1, int(BASES_SHARE * total // (c * (h // downsample) * (w // downsample))))
+
+
 def layout_for_budget(
     kind: str,
     budget_ipc: float,
     n_classes: int,
     image_shape: tuple[int, int, int],
-    n_bases: int = 16,
-    downsample: int = 2,
+    n_bases: int | None = None,
+    downsample: int | None = None,
     rank: int = 2,
 ) -> Layout:
     """The largest layout of `kind` whose stored floats fit IPC * C*H*W * n_classes.
 
     memory: K*C*(H/ds)*(W/ds) + r*K*n_classes floats (the official `Img_per_Cls_budget.py` rule);
+    `downsample` and `n_bases` left as None follow `default_downsample` and `default_n_bases`.
     lowrank: r_img * C*rank*(H+W) floats per example; pixels: C*H*W per example.
     """
     c, h, w = image_shape
@@ -51,8 +80,12 @@ def layout_for_budget(
         per_class = total // (c * h * w * n_classes)
         return _checked(Layout("pixels", per_class, floats=per_class * n_classes * c * h * w))
     if kind == "memory":
+        if downsample is None:
+            downsample = default_downsample(budget_ipc, n_classes, image_shape)
         if h % downsample or w % downsample:
             raise ValueError(f"downsample {downsample} does not divide the image size {h}x{w}")
+        if n_bases is None:
+            n_bases = default_n_bases(budget_ipc, n_classes, image_shape, downsample)
         base_floats = n_bases * c * (h // downsample) * (w // downsample)
         per_class = (total - base_floats) // (n_bases * n_classes)
         floats = base_floats + per_class * n_bases * n_classes
