@@ -28,6 +28,7 @@ from compressdata.params import Layout, get_parameterization
 # A first task's bases resolution when the config leaves ds to the budget rule: the official rtp ds.
 FIRST_TASK_DOWNSAMPLE = 2
 
+
 @dataclass(frozen=True)
 class TaskSynthetic(SyntheticSet):
     """A task's synthetic set: theta holds `addresses` [m*r, K_old + k] and `new_bases` [k, C, h, w]
