@@ -194,13 +194,14 @@ def evaluate_tensors(
     width: int | None = None,
     progress: bool = True,
     augmentation: str | None = None,
+    lr: float | None = None,
 ) -> EvaluationResult:
     """Train `networks` fresh networks (seeds seed..seed+networks-1) on (images, targets), images
     already in `test`'s normalised space, and test each once at the end on `test`.
 
-    `arch` / `epochs` / `width` / `augmentation` override the recipe's (the recipe's width, depth
-    and norm apply to its own architecture only; width defaults to 128). The result's extra
-    records the augmentation used. Weight init uses the seed inside a forked RNG, so the
+    `arch` / `epochs` / `width` / `augmentation` / `lr` override the recipe's (the recipe's width,
+    depth and norm apply to its own architecture only; width defaults to 128). The result's extra
+    records the augmentation and the lr used. Weight init uses the seed inside a forked RNG, so the
     caller's global RNG state is untouched; on CPU a seed gives identical results.
     """
     if networks < 1:
@@ -210,7 +211,10 @@ def evaluate_tensors(
         options["width"] = width
     recipe = replace(recipe, architecture=arch or recipe.architecture,
                      epochs=recipe.epochs if epochs is None else epochs,
-                     augmentation=augmentation or recipe.augmentation)
+                     augmentation=augmentation or recipe.augmentation,
+                     lr=recipe.lr if lr is None else lr)
+    if not (math.isfinite(recipe.lr) and recipe.lr > 0):
+        raise ValueError(f"lr must be a positive number, got {recipe.lr}")
     if tuple(images.shape[1:]) != test.image_shape:
         raise ValueError(f"training images have shape {tuple(images.shape[1:])}; the test split "
                          f"{test.name}/{test.split} has {test.image_shape}")
@@ -230,7 +234,7 @@ def evaluate_tensors(
         accuracies.append(test_accuracy(model, test, device))
     extra: dict[str, Any] = {"seeds": [seed + k for k in range(networks)],
                              "train_examples": int(images.shape[0]),
-                             "augmentation": recipe.augmentation}
+                             "augmentation": recipe.augmentation, "lr": recipe.lr}
     if recipe.architecture in ("convnet", "mlp"):
         extra.update({"width": 128, "depth": 3} | options)
     return EvaluationResult(architecture=recipe.architecture, accuracies=accuracies,
@@ -248,6 +252,7 @@ def evaluate_bank(
     width: int | None = None,
     progress: bool = True,
     augmentation: str | None = None,
+    lr: float | None = None,
 ) -> EvaluationResult:
     """Evaluate a `MemoryBank` with its recipe: decode once, test on `test` re-normalised with the
     bank's normalisation, train fresh networks as in `evaluate_tensors`."""
@@ -262,4 +267,4 @@ def evaluate_bank(
     return evaluate_tensors(images, bank.labels, bank.recipe, test.with_normalization(
         bank.normalization), label_space=bank.label_space, arch=arch, networks=networks,
         epochs=epochs, device=device, seed=seed, width=width, progress=progress,
-        augmentation=augmentation)
+        augmentation=augmentation, lr=lr)

@@ -235,13 +235,13 @@ def test_cli_distill_then_evaluate_and_record(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "pixels: 1 examples per class" in printed and "wrote" in printed
     assert main(["evaluate", str(out), "--test", "fashion-mnist", "--networks", "1",
-                 "--epochs", "2", "--width", "8", "--augmentation", "dsa", "--record",
+                 "--epochs", "2", "--width", "8", "--augmentation", "dsa", "--lr", "0.03", "--record",
                  "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "accuracy" in printed and "+-" in printed and "recorded" in printed
     bank = load_memory_bank(out)
     assert len(bank.evaluations) == 1 and bank.evaluations[0].epochs == 2
-    assert bank.evaluations[0].extra["augmentation"] == "dsa"
+    assert bank.evaluations[0].extra["augmentation"] == "dsa" and bank.evaluations[0].extra["lr"] == 0.03
     assert bank.recipe.augmentation == "none"  # the override does not change the bank's recipe
     assert 0.0 <= bank.evaluations[0].mean <= 1.0
 

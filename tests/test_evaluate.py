@@ -205,6 +205,11 @@ def test_bank_overrides_and_mismatches(train50, test2000):
     augmented = evaluate_bank(bank, test2000, networks=1, epochs=2, augmentation="dsa",
                               progress=False)
     assert augmented.extra["augmentation"] == "dsa" and augmented.accuracies != result.accuracies
+    assert result.extra["lr"] == bank.recipe.lr == 0.01
+    faster = evaluate_bank(bank, test2000, networks=1, epochs=2, lr=0.1, progress=False)
+    assert faster.extra["lr"] == 0.1 and faster.accuracies != result.accuracies
+    with pytest.raises(ValueError, match="lr must be a positive number, got -1"):
+        evaluate_bank(bank, test2000, networks=1, epochs=1, lr=-1, progress=False)
     with pytest.raises(ValueError, match="recipe.augmentation 'blur' is not supported"):
         evaluate_bank(bank, test2000, networks=1, epochs=1, augmentation="blur", progress=False)
     few = MemoryBank(pixels=train50.images[:4], labels=torch.tensor([0, 1, 2, 3]),

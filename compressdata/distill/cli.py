@@ -152,6 +152,7 @@ def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="ConvNet/MLP width (default: the recipe's, else 128)")
     p.add_argument("--augmentation", default=None, choices=AUGMENTATIONS,
                    help="default: the recipe's; the DSA protocol trains 1000 epochs (--epochs 1000)")
+    p.add_argument("--lr", type=float, default=None, help="SGD lr (default: the recipe's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--record", action="store_true", help="write the result into the bank file")
@@ -265,7 +266,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         result = evaluate_bank_over_ranks(
             bank, load_source(args.test, "test"), arch=args.arch, networks=args.networks,
             epochs=args.epochs, device=args.device, seed=args.seed, width=args.width,
-            progress=not args.no_progress, augmentation=args.augmentation)
+            progress=not args.no_progress, augmentation=args.augmentation, lr=args.lr)
     if not world.is_main:
         return 0
     print(f"accuracy {100 * result.mean:.2f} +- {100 * result.std:.2f} % "

@@ -21,20 +21,20 @@ def evaluate_bank_over_ranks(bank: Any, test: RealData, *, arch: str | None = No
                              networks: int = 5, epochs: int | None = None,
                              device: torch.device | str | None = None, seed: int = 0,
                              width: int = 128, progress: bool = True,
-                             augmentation: str | None = None) -> EvaluationResult:
+                             augmentation: str | None = None, lr: float | None = None) -> EvaluationResult:
     """`evaluate_bank` with the networks split over the ranks of the process group (every rank
     returns the full result); in one process it is `evaluate_bank` itself."""
     world = current_world()
     if world.size == 1:
         return evaluate_bank(bank, test, arch=arch, networks=networks, epochs=epochs,
                              device=device, seed=seed, width=width, progress=progress,
-                             augmentation=augmentation)
+                             augmentation=augmentation, lr=lr)
     if networks < 1:
         raise ValueError(f"networks must be >= 1; got {networks}")
     mine = list(range(world.rank, networks, world.size))  # rank 0 always has network 0
     results = [evaluate_bank(bank, test, arch=arch, networks=1, epochs=epochs, device=device,
                              seed=seed + k, width=width, progress=progress and world.is_main,
-                             augmentation=augmentation)
+                             augmentation=augmentation, lr=lr)
                for k in mine]
     parts = gather_floats([r.accuracies[0] for r in results])
     accuracies = [parts[k % world.size][k // world.size] for k in range(networks)]
