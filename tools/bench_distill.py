@@ -126,7 +126,8 @@ def _memory_child(engine: str, steps: int, width: int, per_class: int, device: s
     """One measurement (runs in a fresh process): time, peak memory, graph bytes."""
     dev = torch.device(device)
     data = load_source("fashion-mnist", "train")
-    layout = layout_for_budget("memory", 1, data.num_classes, data.image_shape)
+    layout = layout_for_budget("memory", 1, data.num_classes, data.image_shape,
+                               n_bases=N_BASES[1], downsample=CPU_PROTOCOL["downsample"])
     synthetic = SyntheticSet("memory", data.num_classes, layout.per_class, data.image_shape[1:])
     gen = torch.Generator().manual_seed(0)
     theta = {k: v.to(dev) for k, v in
