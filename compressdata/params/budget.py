@@ -40,10 +40,9 @@ MIN_BASES_PER_CLASS = 2
 def default_downsample(budget_ipc: float, n_classes: int, image_shape: tuple[int, int, int]) -> int:
     """The smallest ds (1, 2, 4, ... dividing H and W) at which half the budget buys at least
     MIN_BASES_PER_CLASS bases per class; the coarsest such ds when none does."""
-    c, h, w = image_shape
-    total = budget_ipc * c * h * w * n_classes
+    _, h, w = image_shape
     ds = 1
-    while (BASES_SHARE * total // (c * (h // ds) * (w // ds)) < MIN_BASES_PER_CLASS * n_classes
+    while (default_n_bases(budget_ipc, n_classes, image_shape, ds) < MIN_BASES_PER_CLASS * n_classes
            and h % (2 * ds) == 0 and w % (2 * ds) == 0):
         ds *= 2
     return ds
