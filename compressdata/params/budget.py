@@ -32,7 +32,8 @@ class Layout:
 # Default memory layout: half of the budget's floats go to the bases, and the bases are stored at
 # the finest resolution at which that half still buys this many bases per class. Measured on
 # Fashion-MNIST (docs/benchmarks.md): at IPC 1 that is ds=2 (eight full-resolution bases lose 3.9
-# points to 24 at ds=2); at IPC 10 it is ds=1 (48 full-resolution bases beat 64 at ds=2 by 1.4).
+# points to 24 at ds=2, and 48 at ds=4 lose 2.0); at IPC 10 it is ds=1 (48 full-resolution bases
+# beat 64 at ds=2 by 1.4).
 BASES_SHARE = 0.5
 MIN_BASES_PER_CLASS = 2
 
