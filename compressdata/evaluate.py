@@ -97,6 +97,8 @@ def _check_inputs(images: torch.Tensor, targets: torch.Tensor, label_space: str,
     if recipe.epochs < 1 or recipe.batch_size < 1:
         raise ValueError(f"recipe.epochs and recipe.batch_size must be >= 1; got "
                          f"{recipe.epochs} and {recipe.batch_size}")
+    if not (math.isfinite(recipe.lr) and recipe.lr > 0):
+        raise ValueError(f"recipe.lr must be a positive number, got {recipe.lr}")
 
 
 def _optimizer(model: nn.Module, recipe: TrainingRecipe) -> torch.optim.Optimizer:
@@ -213,8 +215,6 @@ def evaluate_tensors(
                      epochs=recipe.epochs if epochs is None else epochs,
                      augmentation=augmentation or recipe.augmentation,
                      lr=recipe.lr if lr is None else lr)
-    if not (math.isfinite(recipe.lr) and recipe.lr > 0):
-        raise ValueError(f"lr must be a positive number, got {recipe.lr}")
     if tuple(images.shape[1:]) != test.image_shape:
         raise ValueError(f"training images have shape {tuple(images.shape[1:])}; the test split "
                          f"{test.name}/{test.split} has {test.image_shape}")
