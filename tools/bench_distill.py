@@ -57,7 +57,7 @@ CPU_PROTOCOL = dict(width=16, unroll_steps=20, iterations=200, inner_batch_per_c
 # GPU protocol: ConvNet-128, long unrolls, thousands of iterations (REFERENCE section 1).
 FULL_PROTOCOL = dict(width=128, unroll_steps=150, iterations=5000, inner_batch_per_class=32,
                      real_batch_per_class=64, init="random", outer_lr=0.1, downsample=2)
-N_BASES = {1: 16, 10: 64, 50: 64}
+N_BASES = {1: 16, 10: 64, 50: 64}  # other budgets: None, the library's budget rule
 # (c) methods: shared settings, then per objective what fits a few minutes a row on one CPU thread.
 METHODS_COMMON = dict(width=16, inner_batch_per_class=10, real_batch_per_class=32, init="real",
                       downsample=2)
@@ -234,7 +234,7 @@ def protocol_table(args: argparse.Namespace) -> list[dict]:
     for ipc in args.ipc:
         for method in args.methods:
             config = DistillConfig(method=method, budget_ipc=ipc, seed=args.seed,
-                                   n_bases=args.n_bases or N_BASES.get(ipc, DistillConfig.n_bases), device=args.device,
+                                   n_bases=args.n_bases or N_BASES.get(ipc), device=args.device,
                                    eval_every=args.eval_every, **{
                                        k: v for k, v in settings.items()
                                        if method != "random-real" or k in ("width",)})
@@ -285,14 +285,14 @@ def methods_table(args: argparse.Namespace) -> list[dict]:
             rows.append(_methods_row(config, train, test, args))
             for kind in (k for k in args.params if k != "pixels"):  # pixels' init IS random-real
                 config = DistillConfig(parameterization=kind, budget_ipc=ipc, seed=args.seed,
-                                       n_bases=N_BASES.get(ipc, DistillConfig.n_bases), **METHODS_COMMON)
+                                       n_bases=N_BASES.get(ipc), **METHODS_COMMON)
                 rows.append(_methods_row(config, train, test, args, init_only=True))
         for objective in args.objectives:
             for kind in args.params:
                 for mim in args.mim:
                     config = DistillConfig(
                         objective=objective, parameterization=kind, budget_ipc=ipc, seed=args.seed,
-                        n_bases=N_BASES.get(ipc, DistillConfig.n_bases), device=args.device, mim_weight=mim,
+                        n_bases=N_BASES.get(ipc), device=args.device, mim_weight=mim,
                         mim_temperature=args.mim_temperature,
                         **{**METHODS_COMMON, **METHODS_PROTOCOL[objective]})
                     rows.append(_methods_row(config, train, test, args))
