@@ -12,6 +12,7 @@ from compressdata.distill.distributed import CollectiveError
 from compressdata.errors import BankFormatError
 from compressdata.hub.cli import add_hub_commands
 from compressdata.hub.errors import HubError
+from compressdata.interop.cli import add_import_command
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_distill_commands(sub)
     add_continual_commands(sub)
     add_hub_commands(sub)
+    add_import_command(sub)
     return parser
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-EXPORT_FORMATS = ("webdataset", "hf", "png")
+EXPORT_FORMATS = ("webdataset", "hf", "png", "ddranking", "mtt")
 
 
 def _hub_options(p: argparse.ArgumentParser) -> None:
@@ -38,11 +38,12 @@ def add_hub_commands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_pull)
 
     p = subparsers.add_parser("export", help="write a bank as webdataset shards, a datasets "
-                                             "folder or PNG files")
+                                             "folder, PNG files or an evaluator's .pt files")
     p.add_argument("bank", help="bank file or Hub id")
     p.add_argument("out", help="output folder (webdataset: a folder or a pattern with %%06d)")
     p.add_argument("--format", choices=EXPORT_FORMATS, default="webdataset",
-                   help="webdataset shards, hf (datasets save_to_disk) or png (ImageFolder)")
+                   help="webdataset shards, hf (datasets save_to_disk), png (ImageFolder), or the tensors "
+                        "DD-Ranking (ddranking) or MTT-style evaluation code (mtt) load (docs/interop.md)")
     p.add_argument("--maxcount", type=int, default=10_000, help="samples per webdataset shard")
     p.set_defaults(func=cmd_export)
 
@@ -74,7 +75,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Export a bank (file or Hub id) to webdataset shards, a datasets folder or PNGs."""
+    """Export a bank (file or Hub id) to webdataset shards, a datasets folder, PNGs or .pt tensors."""
     from compressdata.data.export import export_png, export_webdataset, to_hf_dataset
     from compressdata.loading import load_memory_bank
 
@@ -87,7 +88,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         to_hf_dataset(bank).save_to_disk(args.out)
         print(f"wrote a datasets.Dataset of {len(bank)} rows to {args.out} "
               "(read it with datasets.load_from_disk)")
-    else:
+    elif args.format == "png":
         written = export_png(bank, args.out)
         print(f"wrote {len(written)} PNG files under {args.out}")
+    else:
+        from compressdata.interop.export import export_release
+
+        written = export_release(bank, args.out, args.format)
+        print(f"wrote {len(bank)} examples for {args.format}: {', '.join(str(p) for p in written)}")
     return 0
