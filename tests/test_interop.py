@@ -152,6 +152,11 @@ def test_dc_result_file_gives_dataset_method_model_ipc_and_one_experiment(releas
         import_bank(path, "dc", experiment=2)
     with pytest.raises(InteropError, match="file name says dataset 'FashionMNIST'"):
         import_bank(path, "dc", dataset="mnist")
+    other_method = path.rename(tmp_path / "res_IDM_FashionMNIST_ConvNet_10ipc.pt")  # DC layout, no preset
+    with pytest.raises(InteropError, match="method 'IDM', which has no preset"):
+        import_bank(other_method, "dc")
+    bank = import_bank(other_method, "dc", method="dm")
+    assert bank.provenance["imported"]["file_name_says"]["method"] == "IDM" and bank.recipe.epochs == 1000
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -326,3 +331,16 @@ def _plain(release, folder: Path) -> Path:
 def _saved(bank: MemoryBank, path: Path) -> Path:
     bank.save(path)
     return path
+
+
+def test_a_factorised_bank_exports_its_decoded_examples_and_reimports_at_their_full_storage(tmp_path):
+    generator = torch.Generator().manual_seed(6)
+    bank = MemoryBank(bases=torch.randn(6, 1, 14, 14, generator=generator),
+                      addresses=torch.randn(40, 6, generator=generator), labels=torch.arange(10).repeat(4),
+                      classes=list(DATASETS["fashion-mnist"].classes), image_size=(28, 28))
+    export_release(bank, tmp_path / "mem", "mtt")
+    assert torch.equal(torch.load(tmp_path / "mem" / "images_best.pt", weights_only=True), bank.decode())
+    released = import_bank(tmp_path / "mem", "mtt", dataset="fashion-mnist", method="mtt")
+    assert torch.equal(released.decode(), bank.decode()) and torch.equal(released.labels, bank.labels)
+    assert bank.storage["floats_stored"] == 6 * 14 * 14 + 40 * 6  # what the bank stores
+    assert released.storage["floats_stored"] == 40 * 28 * 28 and released.storage["ipc_equivalent"] == 4

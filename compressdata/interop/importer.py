@@ -21,6 +21,7 @@ from compressdata.errors import BankFormatError
 from compressdata.interop.errors import InteropError
 from compressdata.interop.layouts import LAYOUTS
 from compressdata.interop.presets import (
+    METHODS,
     DatasetPreset,
     MethodPreset,
     dataset_preset,
@@ -124,6 +125,11 @@ def _resolve_dataset(name: str | None, release: Release) -> DatasetPreset:
 
 def _resolve_method(name: str | None, release: Release, layout: str) -> MethodPreset:
     hinted = release.hints.get("method")
+    if hinted is not None and hinted.lower() not in METHODS:  # e.g. a DC-layout file of another method
+        if name is None:
+            raise InteropError(f"the file name says method {hinted!r}, which has no preset: give the method "
+                               f"whose evaluation protocol to record ({', '.join(sorted(METHODS))})")
+        hinted = None
     if name is not None and hinted is not None and method_preset(name) != method_preset(hinted):
         raise InteropError(f"the file name says method {hinted!r}, but {name!r} was given")
     name = name if name is not None else hinted

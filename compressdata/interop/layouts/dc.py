@@ -51,6 +51,7 @@ def read(paths: Sequence[Path], experiment: int | None = None) -> Release:
     if match:
         hints = {"method": match["method"], "dataset": match["dataset"], "model": match["model"],
                  "ipc": int(match["ipc"])}
+        details["file_name_says"] = dict(hints)
     return Release(images=images, labels=labels, files=[path], hints=hints, details=details)
 
 
