@@ -314,6 +314,9 @@ def test_bad_releases_get_typed_errors_naming_the_problem(release, tmp_path):
         with pytest.raises(InteropError, match=message) as info:
             import_bank(tmp_path / name, "plain", dataset="fashion-mnist")
         assert name in str(info.value)
+    run = mtt_run(tmp_path / "run", release["images"], release["labels"] + 5, lr=0.01)
+    with pytest.raises(InteropError, match=r"labels_best.pt: labels: values must lie in \[0, 10\)"):
+        import_bank(run, "mtt", dataset="fashion-mnist", method="mtt")
     (tmp_path / "cut.pt").write_bytes((tmp_path / "shape.pt").read_bytes()[:500])
     with pytest.raises(InteropError, match="not a readable torch.save file"):
         import_bank(tmp_path / "cut.pt", "plain", dataset="fashion-mnist")

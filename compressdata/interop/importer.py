@@ -142,7 +142,7 @@ def _resolve_method(name: str | None, release: Release, layout: str) -> MethodPr
 def _labels(release: Release, data: DatasetPreset, label_space: str | None) -> tuple[torch.Tensor, str]:
     """(labels, label_space) checked against the images and the dataset's classes."""
     n, k = int(release.images.shape[0]), data.num_classes
-    where = release.files[0]
+    where = release.where_labels
     labels = release.labels
     if labels is None:
         if n % k:

@@ -21,6 +21,7 @@ class Release:
     lr: the learned training lr when the files hold one. hints: what file names say (method,
     dataset, model, ipc). details: layout facts for the provenance. classes: names the release
     carries. soft_labels: what float labels mean in this layout ("logits"), None when unknown.
+    labels_file: the file the labels came from, when it is not the first of `files`.
     """
 
     images: torch.Tensor
@@ -32,6 +33,12 @@ class Release:
     details: dict[str, Any] = field(default_factory=dict)
     classes: list[str] | None = None
     soft_labels: str | None = None
+    labels_file: Path | None = None
+
+    @property
+    def where_labels(self) -> Path:
+        """The file to name in an error about the labels."""
+        return self.labels_file or self.files[0]
 
 
 def as_tensor(value: Any, what: str, path: Path) -> torch.Tensor:

@@ -72,5 +72,5 @@ def read(paths: Sequence[Path], experiment: int | None = None) -> Release:
         labels = as_tensor(load_pt(found["labels"]), "labels", found["labels"])
     lr = as_lr(load_pt(found["lr"]), found["lr"]) if "lr" in found else None
     return Release(images=images, labels=labels, lr=lr, files=list(found.values()),
-                   soft_labels="logits",
+                   soft_labels="logits", labels_file=found.get("labels"),
                    details={"roles": {what: p.name for what, p in found.items()}})
