@@ -99,6 +99,23 @@ def _inner_gradient(module: nn.Module, w: Tensors, x: torch.Tensor, y: torch.Ten
     return loss, grads
 
 
+def step_graph_bytes(module: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                     inner_loss_fn: InnerLossFn = cross_entropy, amp: torch.dtype | None = None) -> int:
+    """Bytes autograd keeps for one inner step's double backward on batch (x, y): the tensors its
+    graph saves, each storage counted once (what `kept_graphs` costs per step)."""
+    storages: dict[tuple[int, str], int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[(storage.data_ptr(), str(tensor.device))] = storage.nbytes()
+        return tensor
+
+    w = {k: p.detach().requires_grad_(True) for k, p in params.items()}
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        _inner_gradient(module, w, x.detach().requires_grad_(True), y, inner_loss_fn, True, amp)
+    return sum(storages.values())
+
+
 def _window(steps: int, window: int | None) -> int:
     if window is None:
         return steps

@@ -51,6 +51,7 @@ from compressdata.distill.run import DistillRun
 from compressdata.errors import DivergenceError
 from compressdata.evaluate import evaluate_tensors
 from compressdata.params import Layout, get_parameterization, layout_for_budget
+from compressdata.runtime.precision import native_bfloat16
 
 Callback = Callable[[DistillState, dict[str, Any]], None]
 
@@ -92,8 +93,8 @@ def distill(config: DistillConfig, data: RealData | None = None, *, progress: bo
     if not current_world().is_main:  # in a distributed run only rank 0 speaks
         progress, log = False, _silent
     device = resolve_device(config.device)
-    if config.amp and device.type != "cuda":
-        raise ValueError(f"amp (bfloat16 autocast) is for CUDA devices; this run is on {device}")
+    if config.amp and not native_bfloat16(device):
+        log(f"note: bfloat16 autocast on {device} is emulated (no native bf16 support) and slower than float32")
     if config.streaming:
         from compressdata.data.streaming import streaming_source
 
