@@ -79,7 +79,7 @@ class DistillConfig:
     iterations: int = 2000
     unroll_steps: int = 50
     bptt_window: int | None = None  # random truncated BPTT: differentiate the last W of [W, T] steps
-    graph_memory_mb: float = 2048.0  # graphs of the last inner steps kept instead of recomputed
+    graph_memory_mb: float = 1024.0  # graphs of the last inner steps kept instead of recomputed
     inner_lr: float = 0.01
     inner_momentum: float = 0.9
     inner_batch_per_class: int = 32

@@ -39,6 +39,7 @@ LIBRARIES = {"tcmalloc": ("tcmalloc_minimal", "tcmalloc"), "jemalloc": ("jemallo
 # jemalloc returns freed pages to the system after a decay time; off, it caches them like tcmalloc.
 JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_glibc_tuned = False
 
 
 class AllocatorError(ValueError):
@@ -74,6 +75,14 @@ def loaded_allocator() -> str:
         if f"lib{name}" in maps:
             return name
     return "system"
+
+
+def active_allocator() -> str:
+    """The allocator this process runs on: tcmalloc, jemalloc, glibc (tuned) or system."""
+    loaded = loaded_allocator()
+    if loaded == "system" and _glibc_tuned:
+        return "glibc (tuned)"
+    return loaded
 
 
 def find_allocator_library(name: str) -> str | None:
@@ -114,10 +123,12 @@ def plan_allocator(mode: str, loaded: str, reexecuted: bool) -> AllocatorPlan:
 def tune_glibc_malloc() -> bool:
     """Tell glibc's malloc to keep freed memory (no mmap for large blocks, no heap trimming);
     True when applied. Memory freed by a run stays with the process until it exits."""
+    global _glibc_tuned
     if not _glibc():
         return False
     libc = ctypes.CDLL(None)
-    return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**30))
+    _glibc_tuned = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**30))
+    return _glibc_tuned
 
 
 def use_caching_allocator(argv: Sequence[str]) -> str:
