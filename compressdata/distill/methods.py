@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from compressdata.params import Layout, get_parameterization
+from compressdata.runtime.transfer import to_device
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -86,7 +87,7 @@ class SyntheticSet:
                   augment: Augment | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets) of one inner step: sampled rows, decoded, optionally augmented."""
         device = next(iter(theta.values())).device
-        index = self.sample_index(per_class, generator).to(device)
+        index = to_device(self.sample_index(per_class, generator), device)
         x = self.decode(theta, index)
         if augment is not None:
             x = augment(x, generator)
