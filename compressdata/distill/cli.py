@@ -63,7 +63,9 @@ def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
                         f"budget buys {MIN_BASES_PER_CLASS} bases per class)")
     g.add_argument("--rank", type=int, default=d.rank, help="rank per channel (lowrank)")
     g.add_argument("--init", default=None, choices=INITS,
-                   help="initialisation (default: random for rtp, real for everything else)")
+                   help="initialisation (default: random for rtp, real for everything else); memory: real "
+                        "(SVD of r real images per class), pca or kmeans (bases from a pool of real images, "
+                        "least-squares addresses)")
     g.add_argument("--learn-labels", action="store_true",
                    help="learn soft labels (stored as logits; recipe soft_cross_entropy)")
     g = p.add_argument_group("optimisation")

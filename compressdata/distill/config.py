@@ -26,7 +26,8 @@ DWA_TEACHER_ARCHS = ("convnet", "resnet18_bn")
 KIND_OF_METHOD = {"rtp": "memory", "pixels": "pixels", "random-real": "pixels"}
 PRESETS = {("memory", "bptt"): "rtp", ("pixels", "bptt"): "pixels"}
 KINDS = ("pixels", "memory", "lowrank")
-INITS = ("random", "real")
+INITS = ("random", "real", "pca", "kmeans")
+MEMORY_ONLY_INITS = ("pca", "kmeans")
 # Objectives that never look at the labels, so learned labels would get no gradient.
 LABEL_FREE_OBJECTIVES = ("dm",)
 
@@ -235,6 +236,9 @@ class DistillConfig:
         _one_of("norm", self.norm, NORMS)
         if self.init is not None:
             _one_of("init", self.init, INITS)
+            if self.init in MEMORY_ONLY_INITS and self.kind != "memory":
+                raise ValueError(f"init {self.init!r} fits bases and addresses (parameterization memory); "
+                                 f"the parameterization is {self.kind!r}: use init 'real' or 'random'")
         if self.split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {self.split!r}")
         if not (isinstance(self.budget_ipc, (int, float)) and math.isfinite(self.budget_ipc)
