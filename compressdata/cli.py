@@ -10,6 +10,7 @@ from compressdata.continual.cli import add_continual_commands
 from compressdata.distill.cli import add_distill_commands
 from compressdata.distill.distributed import CollectiveError
 from compressdata.errors import BankFormatError
+from compressdata.evaluate.cli import add_evaluate_commands
 from compressdata.hub.cli import add_hub_commands
 from compressdata.hub.errors import HubError
 
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_query)
 
     add_distill_commands(sub)
+    add_evaluate_commands(sub)
     add_continual_commands(sub)
     add_hub_commands(sub)
     return parser
