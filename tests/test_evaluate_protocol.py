@@ -211,3 +211,13 @@ def test_cli_evaluate_reports_and_records_baselines(class_means, fashion_mnist_t
     assert "the recipe protocol trains with each bank's own recipe" in capsys.readouterr().out
     assert main(["baseline", "full", "--test", "fashion-mnist", "--networks", "0"]) == 1
     assert "--networks must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_compiled_networks_train_the_same_way(fashion_mnist_train, test2000):
+    real = fashion_mnist_train.balanced_subset(10, torch.Generator().manual_seed(2))
+    runs = [evaluate_tensors(real.images, real.labels, TrainingRecipe(architecture="mlp", epochs=50, lr=0.05, width=32),
+                             test2000, networks=1, progress=False, compile_networks=compiled)
+            for compiled in (False, True)]
+    eager, compiled = runs
+    assert compiled.extra["compiled"] is True and "compiled" not in eager.extra
+    assert eager.mean > 0.5 and compiled.mean == pytest.approx(eager.mean, abs=0.01)  # rounding, not training

@@ -24,21 +24,21 @@ def evaluate_bank_over_ranks(bank: Any, test: RealData, *, arch: str | None = No
                              width: int | None = 128, progress: bool = True,
                              augmentation: str | None = None, lr: float | None = None,
                              protocol: str = "recipe", baselines: bool = False,
-                             train: RealData | None = None) -> EvaluationResult:
+                             train: RealData | None = None, compile_networks: bool = False) -> EvaluationResult:
     """`evaluate_bank` with the networks split over the ranks of the process group (every rank
     returns the full result); in one process it is `evaluate_bank` itself."""
     options = {"arch": arch, "epochs": epochs, "width": width, "augmentation": augmentation, "lr": lr}
+    runtime = {"device": device, "protocol": protocol, "baselines": baselines, "train": train,
+               "compile_networks": compile_networks}
     world = current_world()
     if world.size == 1:
-        return evaluate_bank(bank, test, networks=networks, device=device, seed=seed, progress=progress,
-                             protocol=protocol, baselines=baselines, train=train, **options)
+        return evaluate_bank(bank, test, networks=networks, seed=seed, progress=progress, **runtime, **options)
     if networks < 1:
         raise ValueError(f"networks must be >= 1; got {networks}")
     training = resolve_training(bank.recipe, protocol, networks=networks, **options)
     mine = list(range(world.rank, networks, world.size))  # rank 0 always has network 0
-    results = [evaluate_bank(bank, test, networks=1, device=device, seed=seed + k, subset_seed=seed,
-                             progress=progress and world.is_main, protocol=protocol, baselines=baselines,
-                             train=train, **options)
+    results = [evaluate_bank(bank, test, networks=1, seed=seed + k, subset_seed=seed,
+                             progress=progress and world.is_main, **runtime, **options)
                for k in mine]
     seeds = [seed + k for k in range(networks)]
     template = results[0] if results else EvaluationResult(

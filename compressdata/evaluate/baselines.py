@@ -33,6 +33,7 @@ def random_real_baseline(
     subset_seed: int = 0,
     device: torch.device | str | None = None,
     progress: bool = False,
+    compile_networks: bool = False,
 ) -> EvaluationResult:
     """Accuracy of fresh networks (one per seed) trained with `recipe` on `per_class` random real
     training images per class, drawn with `subset_seed`, seen through `normalization` (the bank's)
@@ -45,7 +46,8 @@ def random_real_baseline(
     subset = subset.with_normalization(normalization)
     hard = replace(recipe, label_loss="cross_entropy", label_temperature=1.0)
     accuracies = fresh_network_accuracies(subset.images, subset.labels, hard, test, seeds, device=device,
-                                          progress=progress, desc="random real baseline")
+                                          progress=progress, desc="random real baseline",
+                                          compile_networks=compile_networks)
     return EvaluationResult(
         architecture=recipe.architecture, accuracies=accuracies, test=f"{test.name}/{test.split}",
         epochs=recipe.epochs,

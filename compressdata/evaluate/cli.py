@@ -44,6 +44,9 @@ def add_evaluate_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="skip the baselines (the random-real one doubles the cost)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the networks: faster from IPC 10 on after a one-time compile "
+                        "(docs/evaluation.md)")
     p.add_argument("--record", action="store_true", help="write the result into the bank file")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--collective-timeout", type=float, default=DEFAULT_TIMEOUT_S,
@@ -66,6 +69,8 @@ def add_evaluate_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--force", action="store_true", help="recompute even when a reference is cached")
+    p.add_argument("--compile", action="store_true", help="torch.compile the networks (faster after a one-time "
+                                                           "compile)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_baseline_full)
 
@@ -94,7 +99,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         result = evaluate_bank_over_ranks(
             bank, test, arch=args.arch, networks=args.networks, epochs=args.epochs, device=args.device,
             seed=args.seed, width=args.width, progress=not args.no_progress, augmentation=args.augmentation,
-            lr=args.lr, protocol=args.protocol, baselines=not args.no_baselines, train=train)
+            lr=args.lr, protocol=args.protocol, baselines=not args.no_baselines, train=train,
+            compile_networks=args.compile)
     if not world.is_main:
         return 0
     overrides = result.extra.get("protocol_overrides")
@@ -137,7 +143,7 @@ def run_baseline_full(args: argparse.Namespace) -> int:
     result, path, computed = full_data_reference(
         load_source(args.test, "train"), load_source(args.test, "test"), args.protocol, epochs=args.epochs,
         networks=args.networks, width=args.width, seed=args.seed, device=args.device,
-        progress=not args.no_progress, force=args.force)
+        progress=not args.no_progress, force=args.force, compile_networks=args.compile)
     print(f"full data: {100 * result.mean:.2f} +- {100 * result.std:.2f} % ({result.extra['network']}, "
           f"{result.epochs} epochs, {result.networks} networks, {result.test}, {result.protocol} protocol)")
     if computed:

@@ -121,6 +121,7 @@ def full_data_reference(
     device: torch.device | str | None = None,
     progress: bool = True,
     force: bool = False,
+    compile_networks: bool = False,
 ) -> tuple[EvaluationResult, Path, bool]:
     """(reference, cache file, whether it was computed now): the cached reference of
     (test.name, protocol, network) when there is one and not `force`, else `networks` fresh
@@ -143,7 +144,7 @@ def full_data_reference(
     start = time.perf_counter()
     accuracies = fresh_network_accuracies(train.images, train.labels, training.recipe, test, seeds,
                                           device=device, progress=progress, desc="full-data reference",
-                                          epoch_progress=progress)
+                                          epoch_progress=progress, compile_networks=compile_networks)
     result = EvaluationResult(
         architecture=training.recipe.architecture, accuracies=accuracies, test=f"{test.name}/{test.split}",
         epochs=epochs, protocol=protocol,
@@ -152,7 +153,8 @@ def full_data_reference(
                "command": reference_command(test.name, protocol, epochs=epochs, networks=networks, width=width,
                                             seed=seed),
                "seconds": round(time.perf_counter() - start, 1), "device": str(resolve_device(device)),
-               "threads": torch.get_num_threads(), "library": compressdata.__version__,
+               "threads": torch.get_num_threads(), "compiled": compile_networks,
+               "library": compressdata.__version__,
                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
     meta = {"format": FORMAT, "version": VERSION, "dataset": test.name, "protocol": protocol, "network": network,
             "result": result.to_dict()}

@@ -38,6 +38,7 @@ def evaluate_tensors(
     augmentation: str | None = None,
     lr: float | None = None,
     protocol: str = RECIPE,
+    compile_networks: bool = False,
 ) -> EvaluationResult:
     """Train `networks` fresh networks (seeds seed..seed+networks-1) on (images, targets), images
     already in `test`'s normalised space, and test each once at the end on `test`.
@@ -46,6 +47,7 @@ def evaluate_tensors(
     "standard" the DC/DSA protocol with `recipe`'s label loss and augmentation. `arch` / `epochs`
     / `width` / `augmentation` / `lr` override it and are recorded in the result's
     extra["protocol_overrides"]; extra["recipe"] is the recipe every network trained with.
+    `compile_networks` runs the networks through `torch.compile` (recorded as extra["compiled"]).
     """
     training = _resolve(recipe, protocol, networks, arch=arch, width=width, epochs=epochs,
                         augmentation=augmentation, lr=lr)
@@ -53,8 +55,12 @@ def evaluate_tensors(
     seeds = [seed + k for k in range(networks)]
     accuracies = fresh_network_accuracies(images, targets, training.recipe, test, seeds, label_space=label_space,
                                           device=device, progress=progress,
-                                          desc=f"evaluating {training.recipe.architecture}")
-    return _result(training, accuracies, test, seeds, int(images.shape[0]))
+                                          desc=f"evaluating {training.recipe.architecture}",
+                                          compile_networks=compile_networks)
+    result = _result(training, accuracies, test, seeds, int(images.shape[0]))
+    if compile_networks:
+        result.extra["compiled"] = True
+    return result
 
 
 def evaluate_bank(
@@ -74,6 +80,7 @@ def evaluate_bank(
     baselines: bool = False,
     train: RealData | None = None,
     subset_seed: int | None = None,
+    compile_networks: bool = False,
 ) -> EvaluationResult:
     """Evaluate a `MemoryBank` as `evaluate_tensors` does: decode once, test on `test`
     re-normalised with the bank's normalisation.
@@ -101,13 +108,14 @@ def evaluate_bank(
     test = test.with_normalization(bank.normalization)
     result = evaluate_tensors(images, bank.labels, bank.recipe, test, label_space=bank.label_space,
                               networks=networks, device=device, seed=seed, progress=progress, protocol=protocol,
-                              **overrides)
+                              compile_networks=compile_networks, **overrides)
     if baselines:
         seeds = result.extra["seeds"]
         per_class = real_images_per_class(bank.storage["floats_stored"], bank.image_shape, bank.num_classes)
         result.baselines[RANDOM_REAL] = random_real_baseline(
             train, test, per_class, training.recipe, seeds, normalization=bank.normalization,
-            subset_seed=seed if subset_seed is None else subset_seed, device=device, progress=progress)
+            subset_seed=seed if subset_seed is None else subset_seed, device=device, progress=progress,
+            compile_networks=compile_networks)
         if full is not None:
             result.baselines[FULL_DATA] = full
     return result

@@ -187,18 +187,23 @@ def fresh_network_accuracies(
     progress: bool = False,
     desc: str = "networks",
     epoch_progress: bool = False,
+    compile_networks: bool = False,
 ) -> list[float]:
     """Test accuracy of one fresh `recipe.architecture` network per seed (shape from
     `recipe.network_options()`), trained on (images, targets) with `recipe` and tested once at the
     end on `test`. Weights are drawn from the seed inside a forked RNG, so the caller's global RNG
     state is untouched; on CPU a seed gives identical results. `epoch_progress`: a bar per network
-    over its epochs too (long runs)."""
+    over its epochs too (long runs). `compile_networks`: run each network through `torch.compile`
+    (docs/evaluation.md: faster from IPC 10 on after a one-time compile; the same training up to
+    floating-point rounding, so not bit-identical to the eager run)."""
     c, h, w = test.image_shape
     accuracies = []
     for seed in tqdm(list(seeds), desc=desc, disable=not progress):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = build_model(recipe.architecture, c, test.num_classes, (h, w), **recipe.network_options())
+        if compile_networks:
+            model = torch.compile(model)
         train_network(model, images, targets, recipe, label_space, device, seed=seed, progress=epoch_progress)
         accuracies.append(test_accuracy(model, test, device))
     return accuracies
