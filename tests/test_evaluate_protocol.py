@@ -195,6 +195,8 @@ def test_cli_evaluate_reports_and_records_baselines(class_means, fashion_mnist_t
             "--networks 2 --width 8") in printed
     recorded = load_memory_bank(path).evaluations[-1]
     assert recorded.protocol == "standard" and recorded.baselines[RANDOM_REAL].extra["per_class"] == 1
+    assert main(["inspect", str(path)]) == 0
+    assert "    random real (1 per class, same storage): " in capsys.readouterr().out
     # a reference computed once (here on a subset, for speed) is what `baseline full` and `evaluate` find
     full_data_reference(fashion_mnist_train.subset(slice(0, 1000)), fashion_mnist_test, epochs=2, networks=1,
                         width=8, progress=False)

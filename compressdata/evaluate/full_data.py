@@ -126,7 +126,9 @@ def full_data_reference(
     """(reference, cache file, whether it was computed now): the cached reference of
     (test.name, protocol, network) when there is one and not `force`, else `networks` fresh
     networks (seeds seed..) trained on all of `train` for `epochs` epochs of the protocol's recipe
-    and tested on `test`, written to the cache."""
+    and tested on `test`, written to the cache. The record's `command` is the CLI run that makes
+    it, exact when `train` and `test` are the source's whole splits (`train_examples` and
+    `test_examples` say what was used)."""
     training = reference_training(protocol, epochs=epochs, width=width)
     if networks < 1:
         raise ValueError(f"networks must be >= 1; got {networks}")
