@@ -1,11 +1,46 @@
 """compressdata: distil a labelled dataset into a small addressable memory bank and serve it back."""
 
-from compressdata.bank import EvaluationResult, MemoryBank, Normalization, TrainingRecipe
-from compressdata.data.memory_dataset import MemoryDataset
-from compressdata.errors import BankFormatError, DivergenceError, QueryError
-from compressdata.loading import load_memory_bank, save_memory_bank
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# Public names and the modules that define them, imported on first use (PEP 562) so that the
+# command line starts without loading torch for commands that never need it.
+_EXPORTS = {
+    "BankFormatError": "compressdata.errors",
+    "DivergenceError": "compressdata.errors",
+    "QueryError": "compressdata.errors",
+    "EvaluationResult": "compressdata.bank",
+    "MemoryBank": "compressdata.bank",
+    "Normalization": "compressdata.bank",
+    "TrainingRecipe": "compressdata.bank",
+    "MemoryDataset": "compressdata.data.memory_dataset",
+    "load_memory_bank": "compressdata.loading",
+    "save_memory_bank": "compressdata.loading",
+}
+
+if TYPE_CHECKING:
+    from compressdata.bank import EvaluationResult, MemoryBank, Normalization, TrainingRecipe
+    from compressdata.data.memory_dataset import MemoryDataset
+    from compressdata.errors import BankFormatError, DivergenceError, QueryError
+    from compressdata.loading import load_memory_bank, save_memory_bank
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'compressdata' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = [
     "BankFormatError",

@@ -6,13 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from compressdata.continual.cli import add_continual_commands
-from compressdata.distill.cli import add_distill_commands
-from compressdata.distill.distributed import CollectiveError
-from compressdata.errors import BankFormatError
-from compressdata.evaluate.cli import add_evaluate_commands
-from compressdata.hub.cli import add_hub_commands
-from compressdata.hub.errors import HubError
+# Commands that train networks: they run on a caching allocator (compressdata.runtime.allocator).
+HEAVY_COMMANDS = ("distill", "evaluate", "baseline", "experts", "continual")
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -59,6 +54,11 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
+    from compressdata.continual.cli import add_continual_commands
+    from compressdata.distill.cli import add_distill_commands
+    from compressdata.evaluate.cli import add_evaluate_commands
+    from compressdata.hub.cli import add_hub_commands
+
     parser = argparse.ArgumentParser(prog="compressdata", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -94,9 +94,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command(argv: Sequence[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `compressdata` command."""
+    """Entry point of the `compressdata` command. Run as a program (argv None), the heavy commands
+    first move onto a caching allocator (this may re-execute the process)."""
+    if argv is None and _command(sys.argv[1:]) in HEAVY_COMMANDS:
+        from compressdata.runtime.allocator import AllocatorError, use_caching_allocator
+
+        try:
+            use_caching_allocator(sys.argv[1:])
+        except AllocatorError as e:
+            print(f"compressdata: error: {e}", file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
+    from compressdata.distill.distributed import CollectiveError
+    from compressdata.errors import BankFormatError
+    from compressdata.hub.errors import HubError
+
     try:
         return args.func(args)
     except (BankFormatError, HubError, FileNotFoundError, ValueError, CollectiveError) as e:

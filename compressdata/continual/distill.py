@@ -24,6 +24,7 @@ from compressdata.distill.loop import outer_iteration, resolve_device, training_
 from compressdata.distill.methods import Augment, RealSampler, SyntheticSet
 from compressdata.distill.run import DistillRun
 from compressdata.params import Layout, get_parameterization
+from compressdata.runtime.transfer import to_device
 
 # A first task's bases resolution when the config leaves ds to the budget rule: the official rtp ds.
 FIRST_TASK_DOWNSAMPLE = 2
@@ -47,12 +48,12 @@ class TaskSynthetic(SyntheticSet):
         if self.old is None:
             return super().minibatch(theta, per_class, generator, augment)
         device = next(iter(theta.values())).device
-        index = self.sample_index(per_class, generator).to(device)
+        index = to_device(self.sample_index(per_class, generator), device)
         x_old, y_old = self.old.sample(per_class, generator)
-        x = torch.cat([self.decode(theta, index), x_old.to(device)])
+        x = torch.cat([self.decode(theta, index), to_device(x_old, device)])
         if augment is not None:
             x = augment(x, generator)
-        return x, torch.cat([self.label_map.to(device)[index // self.per_class], y_old.to(device)])
+        return x, torch.cat([self.label_map.to(device)[index // self.per_class], to_device(y_old, device)])
 
     def decode(self, theta: dict[str, torch.Tensor], index: torch.Tensor | None = None) -> torch.Tensor:
         if "bases" in theta:

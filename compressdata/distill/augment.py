@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from compressdata.runtime.transfer import to_device
+
 OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
 DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 FLIP_ROTATE = "flip_rotate"
@@ -53,7 +55,7 @@ class DSASample:
         if n not in (1, x.shape[0]):
             raise ValueError(f"this sample holds {n} per-image draws; the batch has {x.shape[0]} "
                              f"images (sample with shared=True to apply one draw to any batch)")
-        d = {k: v.to(x.device) for k, v in self.draws.items()}
+        d = {k: to_device(v, x.device) for k, v in self.draws.items()}
         return _APPLY[self.op](x, d, self.params)
 
 

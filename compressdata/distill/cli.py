@@ -62,13 +62,22 @@ def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
                         f"budget buys {MIN_BASES_PER_CLASS} bases per class)")
     g.add_argument("--rank", type=int, default=d.rank, help="rank per channel (lowrank)")
     g.add_argument("--init", default=None, choices=INITS,
-                   help="initialisation (default: random for rtp, real for everything else)")
+                   help="initialisation (default: random for rtp, real for everything else); memory: real "
+                        "(SVD of r real images per class), pca or kmeans (bases from a pool of real images, "
+                        "least-squares addresses)")
     g.add_argument("--learn-labels", action="store_true",
                    help="learn soft labels (stored as logits; recipe soft_cross_entropy)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--iterations", type=int, default=d.iterations, help="outer iterations")
     g.add_argument("--unroll-steps", type=int, default=d.unroll_steps,
                    help="T inner SGD steps back-propagated through (default %(default)s)")
+    g.add_argument("--bptt-window", type=int, default=d.bptt_window,
+                   help="random truncated BPTT (bptt): unroll a length drawn from [W, T] and "
+                        "differentiate only its last W steps (default: all T steps)")
+    g.add_argument("--graph-memory-mb", type=float, default=d.graph_memory_mb,
+                   help="memory for keeping the last inner steps' graphs from the forward run instead "
+                        "of recomputing them (bptt; same result, faster; 0: always recompute; "
+                        "default %(default)s)")
     g.add_argument("--inner-lr", type=float, default=d.inner_lr)
     g.add_argument("--inner-momentum", type=float, default=d.inner_momentum)
     g.add_argument("--inner-batch", type=int, default=d.inner_batch_per_class,
@@ -106,7 +115,8 @@ def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--zca-regularization", type=float, default=d.zca_regularization)
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
-    g.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only)")
+    g.add_argument("--amp", action="store_true",
+                   help="bfloat16 autocast (CUDA, and CPUs with AVX512-BF16 or AMX; emulated elsewhere)")
     g = p.add_argument_group("long runs")
     g.add_argument("--checkpoint-dir", default=None,
                    help="checkpoints and metrics.jsonl (default: OUT.ckpt)")
@@ -145,7 +155,8 @@ def _config(args: argparse.Namespace, out: Path) -> DistillConfig:
         source=args.source, split=args.split, method=args.method, parameterization=args.param,
         objective=args.objective, budget_ipc=args.budget_ipc, n_bases=args.n_bases,
         downsample=args.downsample, rank=args.rank, init=args.init,
-        iterations=args.iterations, unroll_steps=args.unroll_steps, inner_lr=args.inner_lr,
+        iterations=args.iterations, unroll_steps=args.unroll_steps, bptt_window=args.bptt_window,
+        graph_memory_mb=args.graph_memory_mb, inner_lr=args.inner_lr,
         inner_momentum=args.inner_momentum, inner_batch_per_class=args.inner_batch,
         real_batch_per_class=args.real_batch, outer_lr=args.outer_lr,
         outer_momentum=args.outer_momentum, clip_norm=args.clip_norm, outer_optimizer=args.outer_optimizer,

@@ -26,7 +26,8 @@ DWA_TEACHER_ARCHS = ("convnet", "resnet18_bn")
 KIND_OF_METHOD = {"rtp": "memory", "pixels": "pixels", "random-real": "pixels"}
 PRESETS = {("memory", "bptt"): "rtp", ("pixels", "bptt"): "pixels"}
 KINDS = ("pixels", "memory", "lowrank")
-INITS = ("random", "real")
+INITS = ("random", "real", "pca", "kmeans")
+MEMORY_ONLY_INITS = ("pca", "kmeans")
 # Objectives that never look at the labels, so learned labels would get no gradient.
 LABEL_FREE_OBJECTIVES = ("dm",)
 
@@ -78,6 +79,8 @@ class DistillConfig:
     init: str | None = None
     iterations: int = 2000
     unroll_steps: int = 50
+    bptt_window: int | None = None  # random truncated BPTT: differentiate the last W of [W, T] steps
+    graph_memory_mb: float = 1024.0  # graphs of the last inner steps kept instead of recomputed
     inner_lr: float = 0.01
     inner_momentum: float = 0.9
     inner_batch_per_class: int = 32
@@ -233,6 +236,9 @@ class DistillConfig:
         _one_of("norm", self.norm, NORMS)
         if self.init is not None:
             _one_of("init", self.init, INITS)
+            if self.init in MEMORY_ONLY_INITS and self.kind != "memory":
+                raise ValueError(f"init {self.init!r} fits bases and addresses (parameterization memory); "
+                                 f"the parameterization is {self.kind!r}: use init 'real' or 'random'")
         if self.split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {self.split!r}")
         if not (isinstance(self.budget_ipc, (int, float)) and math.isfinite(self.budget_ipc)
@@ -306,8 +312,20 @@ class DistillConfig:
             from compressdata.distill.augment import parse_strategy
 
             parse_strategy(self.dsa_strategy)
-        if self.amp and self.device is not None and not self.device.startswith("cuda"):
-            raise ValueError(f"amp (mixed precision) needs a CUDA device, got device={self.device!r}")
+        if self.bptt_window is not None:
+            _positive_int("bptt_window", self.bptt_window)
+            if self.bptt_window > self.unroll_steps:
+                raise ValueError(f"bptt_window ({self.bptt_window}) must be at most unroll_steps "
+                                 f"({self.unroll_steps}): the unroll lengths are drawn from [window, unroll_steps]")
+            if self.objective != "bptt":
+                raise ValueError(f"bptt_window truncates the bptt objective's unroll; objective is {self.objective!r}")
+            if self.network_batching == "vmap":
+                raise ValueError("bptt_window draws an unroll length per network, which vectorised networks "
+                                 "cannot share; use network_batching 'loop'")
+        if not (isinstance(self.graph_memory_mb, (int, float)) and not isinstance(self.graph_memory_mb, bool)
+                and math.isfinite(self.graph_memory_mb) and self.graph_memory_mb >= 0):
+            raise ValueError(f"graph_memory_mb must be a number >= 0 (0: always recompute), "
+                             f"got {self.graph_memory_mb!r}")
         self._validate_objective()
         return self
 

@@ -51,6 +51,8 @@ from compressdata.distill.run import DistillRun
 from compressdata.errors import DivergenceError
 from compressdata.evaluate import evaluate_tensors
 from compressdata.params import Layout, get_parameterization, layout_for_budget
+from compressdata.runtime.allocator import active_allocator
+from compressdata.runtime.precision import native_bfloat16
 
 Callback = Callable[[DistillState, dict[str, Any]], None]
 
@@ -92,8 +94,8 @@ def distill(config: DistillConfig, data: RealData | None = None, *, progress: bo
     if not current_world().is_main:  # in a distributed run only rank 0 speaks
         progress, log = False, _silent
     device = resolve_device(config.device)
-    if config.amp and device.type != "cuda":
-        raise ValueError(f"amp (bfloat16 autocast) is for CUDA devices; this run is on {device}")
+    if config.amp and not native_bfloat16(device):
+        log(f"note: bfloat16 autocast on {device} is emulated (no native bf16 support) and slower than float32")
     if config.streaming:
         from compressdata.data.streaming import streaming_source
 
@@ -106,7 +108,8 @@ def distill(config: DistillConfig, data: RealData | None = None, *, progress: bo
                                n_bases=config.n_bases, downsample=config.downsample,
                                rank=config.rank)
     log(f"{config.method_name} on {data.name} ({data.split}, {len(data)} examples), budget IPC "
-        f"{config.budget_ipc:g}: {layout.describe()}")
+        f"{config.budget_ipc:g}: {layout.describe()}; {device}, {torch.get_num_threads()} threads, "
+        f"allocator {active_allocator()}")
     if config.method == "random-real":
         generator = torch.Generator().manual_seed(config.seed)
         images, labels = random_real_subset(real, layout.per_class, generator)

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from compressdata.distill import memory_init
 from compressdata.params import Layout, get_parameterization
+from compressdata.runtime.transfer import to_device
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -86,7 +88,7 @@ class SyntheticSet:
                   augment: Augment | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets) of one inner step: sampled rows, decoded, optionally augmented."""
         device = next(iter(theta.values())).device
-        index = self.sample_index(per_class, generator).to(device)
+        index = to_device(self.sample_index(per_class, generator), device)
         x = self.decode(theta, index)
         if augment is not None:
             x = augment(x, generator)
@@ -97,33 +99,43 @@ def init_theta(synthetic: SyntheticSet, layout: Layout, init: str, real: RealSam
                generator: torch.Generator, image_shape: tuple[int, int, int]) -> dict[str, torch.Tensor]:
     """Initial learnable tensors (CPU float32): xavier-uniform noise or fitted to real images.
 
-    memory + real: the r real images per class, downsampled by ds (area average), are approximated
-    by a rank-K truncated SVD: addresses = U sqrt(S), bases = sqrt(S) V^T. lowrank + real: every
-    channel of a real image by its rank-`layout.rank` truncated SVD, u = U sqrt(S), v = sqrt(S) V^T.
-    pixels + real: real images. random: xavier-uniform (addresses, bases viewed as [K, C*h*w];
-    pixels [N, C*H*W]; lowrank u, v per channel as [H, rank] and [rank, W]).
+    memory: `real` fits the r real images per class, downsampled by ds (area average), by a rank-K
+    truncated SVD; `pca` and `kmeans` take bases from a pool of real images and least-squares
+    addresses (`distill.memory_init`). lowrank + real: every channel of a real image by its
+    rank-`layout.rank` truncated SVD, u = U sqrt(S), v = sqrt(S) V^T. pixels + real: real images.
+    random: xavier-uniform (addresses, bases viewed as [K, C*h*w]; pixels [N, C*H*W]; lowrank u, v
+    per channel as [H, rank] and [rank, W]).
     """
     c, h, w = image_shape
     if synthetic.kind == "lowrank":
         return _lowrank_init(synthetic, layout.rank, init, real, generator, image_shape)
     if synthetic.kind == "memory":
         k, ds = layout.n_bases, layout.downsample
-        if init == "real":
-            images = _real_rows(real, synthetic, generator)
-            small = F.avg_pool2d(images, ds).reshape(synthetic.size, -1).double()
-            u, s, vh = torch.linalg.svd(small, full_matrices=False)
-            if s.numel() < k:
-                raise ValueError(f"real init needs at least K={k} synthetic rows, got {s.numel()}")
-            root = s[:k].sqrt()
-            addresses = (u[:, :k] * root).float()
-            bases = (root.unsqueeze(1) * vh[:k]).float().reshape(k, c, h // ds, w // ds)
-        else:
-            bases = _xavier((k, c * (h // ds) * (w // ds)), generator).reshape(k, c, h // ds, w // ds)
+        if init == "random":
+            bases = _xavier((k, c * (h // ds) * (w // ds)), generator)
             addresses = _xavier((synthetic.size, k), generator)
-        return {"bases": bases.contiguous(), "addresses": addresses.contiguous()}
+        else:
+            addresses, bases = _fit_memory(synthetic, k, ds, init, real, generator)
+        return {"bases": bases.float().reshape(k, c, h // ds, w // ds).contiguous(),
+                "addresses": addresses.float().contiguous()}
     if init == "real":
         return {"pixels": _real_rows(real, synthetic, generator).float().contiguous()}
     return {"pixels": _xavier((synthetic.size, c * h * w), generator).reshape(-1, c, h, w)}
+
+
+def _fit_memory(synthetic: SyntheticSet, k: int, ds: int, init: str, real: RealSampler | None,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(addresses, bases [K, C*h*w]) fitted to r real images per class by `init` (real, pca, kmeans)."""
+    rows = F.avg_pool2d(_real_rows(real, synthetic, generator), ds).flatten(1)
+    if init == "real":
+        return memory_init.svd_fit(rows, k)
+    pool_images, _ = random_real_subset(real, min(memory_init.POOL_PER_CLASS, *map(len, real.by_class)), generator)
+    pool = F.avg_pool2d(pool_images.float(), ds).flatten(1)
+    if init == "pca":
+        bases = memory_init.pca_bases(pool, k)
+    else:
+        bases = memory_init.kmeans_bases(pool, k, generator)
+    return memory_init.balanced(memory_init.least_squares_addresses(rows, bases), bases.double())
 
 
 def lowrank_factors(images: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -46,7 +46,7 @@ def fresh_network(config: DistillConfig, image_shape: tuple[int, int, int], num_
 
 
 def autocast(config: DistillConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast when config.amp (CUDA), else a no-op context."""
+    """bfloat16 autocast when config.amp (CPU or CUDA), else a no-op context."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=config.amp)
 
 

@@ -3,10 +3,15 @@
 A freshly initialised network takes T inner SGD-with-momentum steps on synthetic minibatches; the
 loss is its cross-entropy on a class-balanced real batch; the gradient flows back through the whole
 unroll (momentum included) by `bptt.reverse_hypergradient`, so memory does not grow with T.
+
+With `bptt_window` W (random truncated BPTT, Feng et al., ICLR 2024), every network unrolls a length
+drawn uniformly from [W, T] and only its last W steps are differentiated. The graphs of the last
+steps are kept from the forward run instead of recomputed, as many as `graph_memory_mb` holds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -14,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from compressdata.distill.bptt import reverse_hypergradient
+from compressdata.distill.bptt import InnerLossFn, cross_entropy, reverse_hypergradient, step_graph_bytes
+from compressdata.distill.config import DistillConfig
 from compressdata.distill.methods import Augment
 from compressdata.distill.objectives.base import ObjectiveResult, draw_seeds
 from compressdata.distill.run import DistillRun, autocast, fresh_network, shared_augment
@@ -23,7 +29,7 @@ from compressdata.distill.run import DistillRun, autocast, fresh_network, shared
 @dataclass
 class NetworkDraw:
     """Everything one network of an iteration draws from its generator: the fresh network, the
-    shared augmentation, the (augmented) real batch and one seed per inner step."""
+    shared augmentation, the (augmented) real batch, the unroll length and one seed per inner step."""
 
     module: nn.Module
     params: dict[str, torch.Tensor]
@@ -32,9 +38,14 @@ class NetworkDraw:
     y_real: torch.Tensor
     step_seeds: list[int]
 
+    @property
+    def steps(self) -> int:
+        return len(self.step_seeds)
+
 
 def draw_network(run: DistillRun, generator: torch.Generator) -> NetworkDraw:
-    """The random draws of one bptt network, in the order the objective has always made them."""
+    """The random draws of one bptt network, in the order the objective has always made them (the
+    truncated unroll's length is drawn last, so full-BPTT runs keep their random streams)."""
     config = run.config
     seeds = draw_seeds(generator, config.unroll_steps + 3)
     net_seed, real_seed, augment_seed, step_seeds = seeds[0], seeds[1], seeds[2], seeds[3:]
@@ -46,12 +57,37 @@ def draw_network(run: DistillRun, generator: torch.Generator) -> NetworkDraw:
     if augment is not None:
         with torch.no_grad():
             x_real = augment(x_real, torch.Generator())
-    return NetworkDraw(module, params, augment, x_real, y_real, step_seeds)
+    return NetworkDraw(module, params, augment, x_real, y_real, step_seeds[:unroll_length(config, generator)])
+
+
+def unroll_length(config: DistillConfig, generator: torch.Generator) -> int:
+    """T, or with a truncation window W a length drawn uniformly from [W, T]."""
+    window = config.bptt_window
+    if window is None:
+        return config.unroll_steps
+    return window + int(torch.randint(config.unroll_steps - window + 1, (1,), generator=generator))
+
+
+def kept_graphs(run: DistillRun, key: str, module: nn.Module, params: dict[str, torch.Tensor],
+                sample: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+                inner_loss_fn: InnerLossFn = cross_entropy) -> int:
+    """How many inner steps' graphs fit in config.graph_memory_mb: one step's graph, on the batch
+    `sample()` returns, is measured once per run (`key` names the objective's batch layout)."""
+    budget = run.config.graph_memory_mb * 2**20
+    if budget <= 0:
+        return 0
+    key = f"step_graph_bytes/{key}"
+    if key not in run.cache:
+        with torch.no_grad():
+            x, y = sample()
+        amp = torch.bfloat16 if run.config.amp else None
+        run.cache[key] = step_graph_bytes(module, params, x, y, inner_loss_fn, amp)
+    return int(budget // max(run.cache[key], 1))
 
 
 def bptt_objective(run: DistillRun, theta: dict[str, torch.Tensor],
                    generator: torch.Generator) -> ObjectiveResult:
-    """Outer loss after T unrolled inner steps and its hypergradient for every tensor of theta."""
+    """Outer loss after the unrolled inner steps and its hypergradient for every tensor of theta."""
     config = run.config
     draw = draw_network(run, generator)
 
@@ -63,9 +99,15 @@ def bptt_objective(run: DistillRun, theta: dict[str, torch.Tensor],
     def batch_fn(theta_, step, gen):
         return run.synthetic.minibatch(theta_, config.inner_batch_per_class, gen, draw.augment)
 
+    def first_batch():
+        return batch_fn(theta, 0, torch.Generator().manual_seed(draw.step_seeds[0]))
+
     result = reverse_hypergradient(
-        draw.module, draw.params, theta, batch_fn, outer_loss, steps=config.unroll_steps,
+        draw.module, draw.params, theta, batch_fn, outer_loss, steps=draw.steps,
         seeds=draw.step_seeds, lr=config.inner_lr, momentum=config.inner_momentum,
-        amp=torch.bfloat16 if config.amp else None)
-    return ObjectiveResult(float(result.loss), result.grads,
-                           {"inner_loss": float(result.inner_loss)})
+        amp=torch.bfloat16 if config.amp else None, window=config.bptt_window,
+        kept_graphs=kept_graphs(run, "bptt", draw.module, draw.params, first_batch))
+    metrics = {"inner_loss": float(result.inner_loss)}
+    if config.bptt_window is not None:
+        metrics["unroll_steps"] = draw.steps
+    return ObjectiveResult(float(result.loss), result.grads, metrics)

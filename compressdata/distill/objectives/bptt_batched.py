@@ -18,7 +18,7 @@ from torch.func import functional_call, vmap
 
 from compressdata.distill.bptt import cross_entropy, reverse_hypergradient
 from compressdata.distill.objectives.base import ObjectiveResult
-from compressdata.distill.objectives.bptt import NetworkDraw, draw_network
+from compressdata.distill.objectives.bptt import NetworkDraw, draw_network, kept_graphs
 from compressdata.distill.run import DistillRun, autocast
 
 
@@ -77,10 +77,14 @@ def bptt_batched_sum(run: DistillRun, theta: dict[str, torch.Tensor],
                                          d.augment) for d in draws]
         return torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs])
 
+    def first_batch():
+        return batch_fn(theta, 0, None)
+
+    kept = kept_graphs(run, f"bptt_batched/{len(draws)}", module, stacked, first_batch, _summed_cross_entropy)
     result = reverse_hypergradient(
         module, stacked, theta, batch_fn, outer_loss, steps=config.unroll_steps,
         seeds=list(range(config.unroll_steps)), lr=config.inner_lr,
         momentum=config.inner_momentum, inner_loss_fn=_summed_cross_entropy,
-        amp=torch.bfloat16 if config.amp else None)
+        amp=torch.bfloat16 if config.amp else None, kept_graphs=kept)
     return ObjectiveResult(float(result.loss), result.grads,
                            {"inner_loss": float(result.inner_loss)})
