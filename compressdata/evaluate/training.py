@@ -20,6 +20,7 @@ from compressdata.bank.metadata import (
 from compressdata.data.sources import RealData
 from compressdata.distill.augment import DEFAULT_STRATEGY, dsa
 from compressdata.models import build_model
+from compressdata.runtime.transfer import to_device
 
 LABEL_SPACES = ("index", "probabilities", "logits")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -143,7 +144,7 @@ def train_network(
     for epoch in tqdm(range(recipe.epochs), desc="epochs", leave=False, disable=not progress):
         for group in optimizer.param_groups:
             group["lr"] = _epoch_lr(recipe, epoch)
-        order = torch.randperm(n, generator=generator).to(device)
+        order = to_device(torch.randperm(n, generator=generator), device)  # no host sync on CUDA
         for start in range(0, n, recipe.batch_size):
             batch = order[start:start + recipe.batch_size]
             x = x_all[batch]
@@ -160,16 +161,17 @@ def train_network(
 @torch.no_grad()
 def test_accuracy(model: nn.Module, test: RealData, device: torch.device | str | None = None,
                   batch_size: int = 1024) -> float:
-    """Fraction of `test` (in its own normalisation) that `model` classifies correctly."""
+    """Fraction of `test` (in its own normalisation) that `model` classifies correctly (counted on
+    `device`, read back once)."""
     device = resolve_device(device)
     model = model.to(device).eval()
     images, labels = test.images, test.labels
-    correct = 0
+    correct = torch.zeros((), dtype=torch.int64, device=device)
     for start in range(0, len(test), batch_size):
-        x = images[start:start + batch_size].to(device)
-        pred = model(x).argmax(dim=1).cpu()
-        correct += int((pred == labels[start:start + batch_size]).sum())
-    return correct / max(len(test), 1)
+        x = to_device(images[start:start + batch_size], device)
+        y = to_device(labels[start:start + batch_size], device)
+        correct += (model(x).argmax(dim=1) == y).sum()
+    return int(correct) / max(len(test), 1)
 
 
 test_accuracy.__test__ = False  # a library function, not a pytest test, wherever it is imported
