@@ -29,8 +29,8 @@ def add_evaluate_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--test", required=True, help="real source whose test split is used (and whose training "
                                                  "split the random-real baseline draws from)")
     p.add_argument("--protocol", default=RECIPE, choices=tuple(PROTOCOLS),
-                   help="recipe: the bank's own training recipe (default); standard: the DC/DSA protocol "
-                        "(ConvNet-3 width 128, SGD lr 0.01, 300 epochs, 1000 with DSA)")
+                   help="; ".join(f"{name}: {p.description}" for name, p in PROTOCOLS.items())
+                        + " (default %(default)s)")
     p.add_argument("--arch", default=None, choices=ARCHS, help="default: the protocol's")
     p.add_argument("--networks", type=int, default=5)
     p.add_argument("--epochs", type=int, default=None,

@@ -12,7 +12,7 @@ it was distilled for DSA (`recipe.augmentation`, as DSA-distilled sets are evalu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from compressdata.bank.metadata import TrainingRecipe
@@ -36,22 +36,19 @@ class Protocol:
     epochs: int | None = None
     dsa_epochs: int | None = None
     min_networks: int = 1
-    references: tuple[str, ...] = field(default_factory=tuple)
 
 
 PROTOCOLS: dict[str, Protocol] = {
     RECIPE: Protocol(RECIPE, "the bank's own training recipe"),
     STANDARD: Protocol(
         STANDARD,
-        "DC/DSA: ConvNet-3 width 128 instance norm avg-pool, SGD lr 0.01 momentum 0.9 weight decay 5e-4, "
-        "lr x0.1 at half the epochs, batch 256, 300 epochs (1000 with DSA), >= 5 networks",
+        "the DC/DSA protocol of the published figures: ConvNet-3 width 128, instance norm, avg-pool; SGD "
+        "lr 0.01, momentum 0.9, weight decay 5e-4, lr x0.1 at half the epochs, batch 256; 300 epochs "
+        "(1000 with DSA); >= 5 networks",
         recipe=TrainingRecipe(architecture="convnet", optimizer="sgd", lr=0.01, momentum=0.9,
                               weight_decay=5e-4, batch_size=256, lr_schedule="step", width=128, depth=3,
                               norm="instancenorm"),
-        epochs=300, dsa_epochs=1000, min_networks=5,
-        references=("Zhao, Mopuri & Bilen, Dataset Condensation with Gradient Matching, ICLR 2021",
-                    "Zhao & Bilen, Dataset Condensation with Differentiable Siamese Augmentation, ICML 2021",
-                    "github.com/VICO-UoE/DatasetCondensation (utils.py: evaluate_synset, get_network)")),
+        epochs=300, dsa_epochs=1000, min_networks=5),
 }
 
 
