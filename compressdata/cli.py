@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 # Commands that train networks: they run on a caching allocator (compressdata.runtime.allocator).
-HEAVY_COMMANDS = ("distill", "evaluate", "experts", "continual")
+HEAVY_COMMANDS = ("distill", "evaluate", "baseline", "experts", "continual")
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
     from compressdata.continual.cli import add_continual_commands
     from compressdata.distill.cli import add_distill_commands
+    from compressdata.evaluate.cli import add_evaluate_commands
     from compressdata.hub.cli import add_hub_commands
     from compressdata.interop.cli import add_import_command
 
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_query)
 
     add_distill_commands(sub)
+    add_evaluate_commands(sub)
     add_continual_commands(sub)
     add_hub_commands(sub)
     add_import_command(sub)

@@ -37,7 +37,7 @@ def describe_bank(bank: MemoryBank) -> str:
         names = ", ".join(bank.classes[c] for c in task["classes"])
         lines.append(f"task {task['name']}: rows {task['rows'][0]}..{task['rows'][1] - 1}{added} ({names})")
     if bank.evaluations:
-        lines += ["evaluations:"] + [f"  {e.summary()}" for e in bank.evaluations]
+        lines += ["evaluations:"] + [f"  {line}" for e in bank.evaluations for line in e.summary().splitlines()]
     else:
         lines.append("evaluations:   (none recorded)")
     return "\n".join(lines)

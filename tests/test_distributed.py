@@ -163,6 +163,10 @@ def test_torchrun_evaluate_one_network_per_rank(train, tmp_path):
     assert proc.stdout.count("accuracy ") == 1  # rank 0 prints once
     recorded = load_memory_bank(path).evaluations[-1]
     expected = evaluate_bank(bank, load_source("fashion-mnist", "test"), networks=3, epochs=1,
-                             width=8, device="cpu", progress=False)
+                             width=8, device="cpu", progress=False, baselines=True,
+                             train=load_source("fashion-mnist", "train"))
     assert recorded.accuracies == pytest.approx(expected.accuracies, abs=1e-9)
     assert recorded.extra["ranks"] == 2 and recorded.extra["seeds"] == [0, 1, 2]
+    random_real = recorded.baselines["random_real"]  # split over the ranks like the networks
+    assert random_real.accuracies == pytest.approx(expected.baselines["random_real"].accuracies, abs=1e-9)
+    assert random_real.extra["seeds"] == [0, 1, 2] and random_real.extra["subset_seed"] == 0

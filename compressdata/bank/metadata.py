@@ -119,9 +119,20 @@ class TrainingRecipe:
                    extra={k: v for k, v in d.items() if k not in known})
 
 
+RANDOM_REAL = "random_real"
+FULL_DATA = "full_data"
+_EVALUATION_KEYS = ("architecture", "accuracies", "test", "epochs")
+
+
 @dataclass
 class EvaluationResult:
-    """Test accuracy of fresh networks trained on the decoded bank (fractions in [0, 1])."""
+    """Test accuracy of fresh networks trained on the decoded bank (fractions in [0, 1]).
+
+    protocol: the named evaluation protocol it followed ("recipe", "standard"; None when not
+    recorded). baselines: the same measurement of reference training sets, by name:
+    `random_real` (a random real subset of the same storage, same protocol and network seeds) and
+    `full_data` (the whole real training split, same network and protocol).
+    """
 
     architecture: str
     accuracies: list[float]
@@ -129,6 +140,8 @@ class EvaluationResult:
     epochs: int
     mean: float = 0.0
     std: float = 0.0
+    protocol: str | None = None
+    baselines: dict[str, EvaluationResult] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -141,17 +154,62 @@ class EvaluationResult:
     def networks(self) -> int:
         return len(self.accuracies)
 
+    @property
+    def improvement_over_random(self) -> float | None:
+        """Mean accuracy minus the random-real baseline's (None without that baseline)."""
+        base = self.baselines.get(RANDOM_REAL)
+        return None if base is None else self.mean - base.mean
+
+    @property
+    def gap_to_full_data(self) -> float | None:
+        """The full-data reference's mean accuracy minus this one (None without the reference)."""
+        base = self.baselines.get(FULL_DATA)
+        return None if base is None else base.mean - self.mean
+
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        extra = d.pop("extra")
-        return {**extra, **d, "networks": self.networks}
+        d = {"architecture": self.architecture, "accuracies": list(self.accuracies), "test": self.test,
+             "epochs": self.epochs, "mean": self.mean, "std": self.std}
+        if self.protocol is not None:
+            d["protocol"] = self.protocol
+        if self.baselines:
+            d["baselines"] = {name: b.to_dict() for name, b in self.baselines.items()}
+        return {**self.extra, **d, "networks": self.networks}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EvaluationResult:
-        known = {"architecture", "accuracies", "test", "epochs"}
-        return cls(**{k: d[k] for k in known},
-                   extra={k: v for k, v in d.items() if k not in known | {"mean", "std", "networks"}})
+        """Parse one evaluation; `protocol` and `baselines` of another shape stay in `extra`."""
+        extra = {k: v for k, v in d.items() if k not in (*_EVALUATION_KEYS, "mean", "std", "networks")}
+        protocol = extra.pop("protocol") if isinstance(extra.get("protocol"), str) else None
+        baselines = {}
+        if _is_baselines(extra.get("baselines")):
+            baselines = {name: cls.from_dict(b) for name, b in extra.pop("baselines").items()}
+        return cls(**{k: d[k] for k in _EVALUATION_KEYS}, protocol=protocol, baselines=baselines,
+                   extra=extra)
 
     def summary(self) -> str:
-        return (f"{self.architecture}: {100 * self.mean:.2f} +- {100 * self.std:.2f} % "
-                f"over {self.networks} networks on {self.test}")
+        """One line: accuracy, networks, test set, protocol; then one line per baseline."""
+        protocol = f" ({self.protocol} protocol)" if self.protocol else ""
+        lines = [f"{self.architecture}: {100 * self.mean:.2f} +- {100 * self.std:.2f} % "
+                 f"over {self.networks} networks on {self.test}{protocol}"]
+        random_real = self.baselines.get(RANDOM_REAL)
+        if random_real is not None:
+            per_class = random_real.extra.get("per_class", "?")
+            lines.append(f"  random real ({per_class} per class, same storage): {100 * random_real.mean:.2f} "
+                         f"+- {100 * random_real.std:.2f} %; improvement {100 * self.improvement_over_random:+.2f}")
+        full = self.baselines.get(FULL_DATA)
+        if full is not None:
+            lines.append(f"  full data ({full.epochs} epochs, {full.networks} networks): {100 * full.mean:.2f} "
+                         f"+- {100 * full.std:.2f} %; gap {100 * self.gap_to_full_data:.2f}")
+        return "\n".join(lines)
+
+
+def _is_evaluation(d: Any) -> bool:
+    """Whether `d` has the four required evaluation members with the right types."""
+    return (isinstance(d, dict) and isinstance(d.get("architecture"), str) and isinstance(d.get("test"), str)
+            and isinstance(d.get("epochs"), int) and not isinstance(d.get("epochs"), bool)
+            and isinstance(d.get("accuracies"), list)
+            and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in d["accuracies"]))
+
+
+def _is_baselines(d: Any) -> bool:
+    return isinstance(d, dict) and all(isinstance(k, str) and _is_evaluation(v) for k, v in d.items())

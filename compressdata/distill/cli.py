@@ -1,6 +1,6 @@
-"""`compressdata distill` and `compressdata evaluate`: parse, call the library, print.
+"""`compressdata distill`: parse, call the library, print.
 
-`add_distill_commands(subparsers)` registers both on the main parser (`compressdata.cli`).
+`add_distill_commands(subparsers)` registers `distill` and `experts` on the main parser (`compressdata.cli`).
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from compressdata.bank.metadata import AUGMENTATIONS
 from compressdata.distill.cli_objectives import (
     add_experts_command,
     add_objective_options,
@@ -26,13 +25,13 @@ from compressdata.distill.config import (
     OUTER_DEFAULTS,
     DistillConfig,
 )
-from compressdata.distill.distributed import DEFAULT_TIMEOUT_S, distributed_session
+from compressdata.distill.distributed import distributed_session
 from compressdata.distill.outer import OPTIMIZERS, SCHEDULES
 from compressdata.params.budget import MIN_BASES_PER_CLASS
 
 
 def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register `distill` and `evaluate` (each sets `func`, returning an exit code)."""
+    """Register `distill` and `experts` (each sets `func`, returning an exit code)."""
     d = DistillConfig()
     p = subparsers.add_parser(
         "distill", help="distil a real dataset into a memory bank (any parameterization x objective)",
@@ -149,28 +148,6 @@ def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_distill)
     add_experts_command(subparsers)
 
-    p = subparsers.add_parser(
-        "evaluate", help="train fresh networks on a bank and test them on a real test split",
-        description="Train fresh networks with the bank's recipe on its decoded examples and "
-                    "test each once at the end on the real test split; print mean and std.")
-    p.add_argument("bank", help="bank file or Hub id")
-    p.add_argument("--test", required=True, help="real source whose test split is used")
-    p.add_argument("--arch", default=None, choices=ARCHS, help="default: the recipe's")
-    p.add_argument("--networks", type=int, default=5)
-    p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
-    p.add_argument("--width", type=int, default=None,
-                   help="ConvNet/MLP width (default: the recipe's, else 128)")
-    p.add_argument("--augmentation", default=None, choices=AUGMENTATIONS,
-                   help="default: the recipe's; the DSA protocol trains 1000 epochs (--epochs 1000)")
-    p.add_argument("--lr", type=float, default=None, help="SGD lr (default: the recipe's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    p.add_argument("--record", action="store_true", help="write the result into the bank file")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--collective-timeout", type=float, default=DEFAULT_TIMEOUT_S,
-                   help="under torchrun: seconds a rank waits for the others (default %(default)s)")
-    p.set_defaults(func=run_evaluate)
-
 
 def _config(args: argparse.Namespace, out: Path) -> DistillConfig:
     checkpoint_dir = None if args.no_checkpoints else (args.checkpoint_dir or f"{out}.ckpt")
@@ -255,36 +232,4 @@ def _distill_and_save(args: argparse.Namespace, config: DistillConfig, out: Path
           f"floats (IPC {storage['ipc_equivalent']:.3f} equivalent)")
     if not args.final_eval_networks:
         print(f"evaluate it with: compressdata evaluate {out} --test {config.source} --record")
-    return 0
-
-
-def run_evaluate(args: argparse.Namespace) -> int:
-    """`compressdata evaluate`: print mean and std; --record writes the result into the bank."""
-    from compressdata.data.sources import load_source
-    from compressdata.distill.rank_eval import evaluate_bank_over_ranks
-    from compressdata.loading import load_memory_bank, save_memory_bank
-
-    for name in ("networks", "width"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.epochs is not None and args.epochs < 1:
-        raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
-    path = Path(args.bank)
-    if args.record and not path.is_file():
-        raise ValueError(f"--record writes into a local bank file; {args.bank} is not one")
-    bank = load_memory_bank(path if path.exists() else args.bank)
-    with distributed_session(args.device, args.collective_timeout) as world:
-        result = evaluate_bank_over_ranks(
-            bank, load_source(args.test, "test"), arch=args.arch, networks=args.networks,
-            epochs=args.epochs, device=args.device, seed=args.seed, width=args.width,
-            progress=not args.no_progress, augmentation=args.augmentation, lr=args.lr)
-    if not world.is_main:
-        return 0
-    print(f"accuracy {100 * result.mean:.2f} +- {100 * result.std:.2f} % "
-          f"({result.architecture}, {result.networks} networks, {result.epochs} epochs, "
-          f"{result.test})")
-    if args.record:
-        bank.add_evaluation(result)
-        save_memory_bank(bank, path)
-        print(f"recorded in {path}")
     return 0

@@ -1,15 +1,10 @@
-"""The evaluation protocol (DC/DSA/DM/MTT): train fresh networks on a (distilled) training set with a
-recipe, test each once at the end on a real test split, report mean and std. Never a best epoch.
-
-`evaluate_bank` applies the BANK's normalisation to the test pixels, so a bank distilled in any
-space (per-channel statistics, ZCA) is tested in that space.
-"""
+"""Training one fresh network on a (distilled) training set with a recipe, and testing it once at the
+end on a real test split (never a best epoch): the loop every evaluation and baseline runs."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,12 +15,12 @@ from compressdata.bank.metadata import (
     AUGMENTATIONS,
     LABEL_LOSSES,
     LR_SCHEDULES,
-    EvaluationResult,
     TrainingRecipe,
 )
 from compressdata.data.sources import RealData
 from compressdata.distill.augment import DEFAULT_STRATEGY, dsa
 from compressdata.models import build_model
+from compressdata.runtime.transfer import to_device
 
 LABEL_SPACES = ("index", "probabilities", "logits")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -149,7 +144,7 @@ def train_network(
     for epoch in tqdm(range(recipe.epochs), desc="epochs", leave=False, disable=not progress):
         for group in optimizer.param_groups:
             group["lr"] = _epoch_lr(recipe, epoch)
-        order = torch.randperm(n, generator=generator).to(device)
+        order = to_device(torch.randperm(n, generator=generator), device)  # no host sync on CUDA
         for start in range(0, n, recipe.batch_size):
             batch = order[start:start + recipe.batch_size]
             x = x_all[batch]
@@ -166,105 +161,51 @@ def train_network(
 @torch.no_grad()
 def test_accuracy(model: nn.Module, test: RealData, device: torch.device | str | None = None,
                   batch_size: int = 1024) -> float:
-    """Fraction of `test` (in its own normalisation) that `model` classifies correctly."""
+    """Fraction of `test` (in its own normalisation) that `model` classifies correctly (counted on
+    `device`, read back once)."""
     device = resolve_device(device)
     model = model.to(device).eval()
     images, labels = test.images, test.labels
-    correct = 0
+    correct = torch.zeros((), dtype=torch.int64, device=device)
     for start in range(0, len(test), batch_size):
-        x = images[start:start + batch_size].to(device)
-        pred = model(x).argmax(dim=1).cpu()
-        correct += int((pred == labels[start:start + batch_size]).sum())
-    return correct / max(len(test), 1)
+        x = to_device(images[start:start + batch_size], device)
+        y = to_device(labels[start:start + batch_size], device)
+        correct += (model(x).argmax(dim=1) == y).sum()
+    return int(correct) / max(len(test), 1)
 
 
 test_accuracy.__test__ = False  # a library function, not a pytest test, wherever it is imported
 
 
-def evaluate_tensors(
+def fresh_network_accuracies(
     images: torch.Tensor,
     targets: torch.Tensor,
     recipe: TrainingRecipe,
     test: RealData,
+    seeds: Sequence[int],
     *,
     label_space: str = "index",
-    arch: str | None = None,
-    networks: int = 5,
-    epochs: int | None = None,
     device: torch.device | str | None = None,
-    seed: int = 0,
-    width: int | None = None,
-    progress: bool = True,
-    augmentation: str | None = None,
-    lr: float | None = None,
-) -> EvaluationResult:
-    """Train `networks` fresh networks (seeds seed..seed+networks-1) on (images, targets), images
-    already in `test`'s normalised space, and test each once at the end on `test`.
-
-    `arch` / `epochs` / `width` / `augmentation` / `lr` override the recipe's (the recipe's width,
-    depth and norm apply to its own architecture only; width defaults to 128). The result's extra
-    records the augmentation and the lr used. Weight init uses the seed inside a forked RNG, so the
-    caller's global RNG state is untouched; on CPU a seed gives identical results.
-    """
-    if networks < 1:
-        raise ValueError(f"networks must be >= 1; got {networks}")
-    options = recipe.network_options() if arch in (None, recipe.architecture) else {}
-    if width is not None:
-        options["width"] = width
-    recipe = replace(recipe, architecture=arch or recipe.architecture,
-                     epochs=recipe.epochs if epochs is None else epochs,
-                     augmentation=augmentation or recipe.augmentation,
-                     lr=recipe.lr if lr is None else lr)
-    if tuple(images.shape[1:]) != test.image_shape:
-        raise ValueError(f"training images have shape {tuple(images.shape[1:])}; the test split "
-                         f"{test.name}/{test.split} has {test.image_shape}")
-    if label_space == "index" and targets.numel() and int(targets.max()) >= test.num_classes:
-        raise ValueError(f"labels reach class {int(targets.max())}; the test split has "
-                         f"{test.num_classes} classes")
-    if label_space != "index" and targets.ndim == 2 and targets.shape[1] != test.num_classes:
-        raise ValueError(f"soft labels have {targets.shape[1]} classes; the test split has "
-                         f"{test.num_classes}")
+    progress: bool = False,
+    desc: str = "networks",
+    epoch_progress: bool = False,
+    compile_networks: bool = False,
+) -> list[float]:
+    """Test accuracy of one fresh `recipe.architecture` network per seed (shape from
+    `recipe.network_options()`), trained on (images, targets) with `recipe` and tested once at the
+    end on `test`. Weights are drawn from the seed inside a forked RNG, so the caller's global RNG
+    state is untouched; on CPU a seed gives identical results. `epoch_progress`: a bar per network
+    over its epochs too (long runs). `compile_networks`: run each network through `torch.compile`
+    (docs/evaluation.md: faster from IPC 10 on after a one-time compile; the same training up to
+    floating-point rounding, so not bit-identical to the eager run)."""
     c, h, w = test.image_shape
     accuracies = []
-    for k in tqdm(range(networks), desc=f"evaluating {recipe.architecture}", disable=not progress):
+    for seed in tqdm(list(seeds), desc=desc, disable=not progress):
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed + k)
-            model = build_model(recipe.architecture, c, test.num_classes, (h, w), **options)
-        train_network(model, images, targets, recipe, label_space, device, seed=seed + k)
+            torch.manual_seed(seed)
+            model = build_model(recipe.architecture, c, test.num_classes, (h, w), **recipe.network_options())
+        if compile_networks:
+            model = torch.compile(model)
+        train_network(model, images, targets, recipe, label_space, device, seed=seed, progress=epoch_progress)
         accuracies.append(test_accuracy(model, test, device))
-    extra: dict[str, Any] = {"seeds": [seed + k for k in range(networks)],
-                             "train_examples": int(images.shape[0]),
-                             "augmentation": recipe.augmentation, "lr": recipe.lr}
-    if recipe.architecture in ("convnet", "mlp"):
-        extra.update({"width": 128, "depth": 3} | options)
-    return EvaluationResult(architecture=recipe.architecture, accuracies=accuracies,
-                            test=f"{test.name}/{test.split}", epochs=recipe.epochs, extra=extra)
-
-
-def evaluate_bank(
-    bank: Any,
-    test: RealData,
-    arch: str | None = None,
-    networks: int = 5,
-    epochs: int | None = None,
-    device: torch.device | str | None = None,
-    seed: int = 0,
-    width: int | None = None,
-    progress: bool = True,
-    augmentation: str | None = None,
-    lr: float | None = None,
-) -> EvaluationResult:
-    """Evaluate a `MemoryBank` with its recipe: decode once, test on `test` re-normalised with the
-    bank's normalisation, train fresh networks as in `evaluate_tensors`."""
-    if bank.num_classes != test.num_classes:
-        raise ValueError(f"the bank has {bank.num_classes} classes; the test split "
-                         f"{test.name}/{test.split} has {test.num_classes}")
-    if tuple(bank.image_shape) != test.image_shape:
-        raise ValueError(f"the bank decodes to {tuple(bank.image_shape)} images; the test split "
-                         f"{test.name}/{test.split} has {test.image_shape}")
-    with torch.no_grad():
-        images = bank.decode()
-    return evaluate_tensors(images, bank.labels, bank.recipe, test.with_normalization(
-        bank.normalization), label_space=bank.label_space, arch=arch, networks=networks,
-        epochs=epochs, device=device, seed=seed, width=width, progress=progress,
-        augmentation=augmentation, lr=lr)
+    return accuracies
