@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from compressdata.bank.memory_bank import MemoryBank
+from compressdata.safe_text import code_fence, markdown_text
 
 CARD_NAME = "README.md"
 MANIFEST_KEY = "compressdata"
@@ -97,6 +98,11 @@ class BankEntry:
             if not re.fullmatch(r"[0-9a-f]{64}", d[key]):
                 raise ValueError(f"manifest field {key!r}: expected 64 hex digits, got {d[key]!r}")
         check_config_name(d["config"])
+        if d["path"] != bank_file(d["config"]):
+            raise ValueError(f"manifest field 'path': expected {bank_file(d['config'])!r} for config "
+                             f"{d['config']!r}, got {d['path']!r:.200}")
+        if d["size"] < 8:
+            raise ValueError(f"manifest field 'size': expected the bank's byte size, got {d['size']}")
         return cls(**{key: d[key] for key in types})
 
 
@@ -206,13 +212,14 @@ def render_card(
     sources = sorted({s for _, b in banks if (s := _source(b))})
     pretty = f"{', '.join(sources) or repo_id.split('/')[-1]} memory bank"
     meta = front_matter(banks, license, pretty)
+    shown_sources = ", ".join(markdown_text(s) for s in sources)
     yaml_text = yaml.safe_dump(meta, sort_keys=False, allow_unicode=False, width=1000)
     several = len(banks) > 1
     config_arg = f', config="{banks[0][0].config}"' if several else ""
     lines = [
-        f"# {pretty}",
+        f"# {markdown_text(pretty)}",
         "",
-        f"A **memory bank** distilled from {', '.join(sources) or 'a labelled image dataset'} "
+        f"A **memory bank** distilled from {shown_sources or 'a labelled image dataset'} "
         "with [compressdata](https://pypi.org/project/compressdata/): a small set of stored "
         "tensors (for the `memory` kind, K bases shared by all classes plus one address row per "
         "example; example i = upsample(reshape(addresses[i] @ bases))) that decodes into a "
@@ -238,7 +245,7 @@ def render_card(
     ]
     for entry, bank in banks:
         best = max(bank.evaluations, key=lambda e: e.mean, default=None)
-        score = f"{100 * best.mean:.2f}% ({best.architecture})" if best else "not evaluated"
+        score = f"{100 * best.mean:.2f}% ({markdown_text(best.architecture)})" if best else "not evaluated"
         lines.append(
             f"| `{entry.config}` | {entry.kind} | {entry.examples} | {entry.classes} "
             f"| {entry.ipc_equivalent:g} | `{entry.path}` ({entry.size:,} bytes) | {score} |"
@@ -265,7 +272,7 @@ def _config_section(entry: BankEntry, bank: MemoryBank) -> list[str]:
         f"{bank.label_space} labels"
         + (f", `{bank.upsample}` upsampling" if bank.kind == "memory" else ""),
         "- **Classes** (examples each): "
-        + ", ".join(f"{name} ({n})" for name, n in zip(bank.classes, counts, strict=True)),
+        + ", ".join(f"{markdown_text(name)} ({n})" for name, n in zip(bank.classes, counts, strict=True)),
         f"- **Storage**: {storage['floats_stored']:,} floats (+ {storage['label_values']:,} label "
         f"values) = the budget of **{storage['ipc_equivalent']:g} real images per class**; "
         f"file `{entry.path}`, {entry.size:,} bytes",
@@ -278,13 +285,13 @@ def _config_section(entry: BankEntry, bank: MemoryBank) -> list[str]:
         lines.append(f"- **Preview shards**: `{preview_shards(entry.config)}/*.tar` "
                      f"({entry.preview_examples} decoded examples, webdataset `.png` + `.cls`)")
     lines += ["", "### Training recipe", "", "| setting | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in bank.recipe.to_dict().items()]
+    lines += [f"| {markdown_text(str(k))} | {markdown_text(str(v))} |" for k, v in bank.recipe.to_dict().items()]
     lines += ["", "### Evaluation", ""]
     if bank.evaluations:
         lines += ["| architecture | networks | epochs | test set | accuracy (mean ± std) |",
                   "|---|---|---|---|---|"]
         lines += [
-            f"| {e.architecture} | {e.networks} | {e.epochs} | {e.test} "
+            f"| {markdown_text(e.architecture)} | {e.networks} | {e.epochs} | {markdown_text(e.test)} "
             f"| {100 * e.mean:.2f} ± {100 * e.std:.2f} % |"
             for e in bank.evaluations
         ]
@@ -292,7 +299,9 @@ def _config_section(entry: BankEntry, bank: MemoryBank) -> list[str]:
         lines.append("No evaluation recorded yet.")
     lines += ["", "### Provenance", ""]
     if bank.provenance:
-        lines += ["```json", json.dumps(bank.provenance, indent=2, sort_keys=True), "```"]
+        text = json.dumps(bank.provenance, indent=2, sort_keys=True, ensure_ascii=True)
+        fence = code_fence(text)
+        lines += [f"{fence}json", text, fence]
     else:
         lines.append("No provenance recorded.")
     return lines
