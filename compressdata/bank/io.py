@@ -7,21 +7,20 @@ is not a regular file (a FIFO, a device, a folder) is refused before any byte is
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
 import stat
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
+from compressdata.bank import strict_json
 from compressdata.bank.format import (
     MAX_HEADER_BYTES,
     MAX_JSON_DEPTH,
@@ -38,9 +37,7 @@ DTYPE_SIZES = {"F32": 4, "F16": 2, "BF16": 2, "I64": 8}
 SAFETENSORS_DTYPE_SIZES = {**DTYPE_SIZES, "F64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
                            "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
 TENSOR_ENTRY_MEMBERS = frozenset({"dtype", "shape", "data_offsets"})
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-_MAX_INT_DIGITS = 400  # longer integer tokens cannot round to a finite binary64 value
 
 
 @dataclass(frozen=True)
@@ -83,20 +80,17 @@ def read_container(path: str | os.PathLike, *, dtype_sizes: Mapping[str, int] = 
     """
     path = str(path)
     try:
-        fd = os.open(path, _READ_FLAGS)  # non-blocking: opening a FIFO must not wait for a writer
+        f = open_regular_file(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such {what}") from None
-    except IsADirectoryError:
-        raise BankFormatError(f"not a regular file (a folder); a {what} is a safetensors file") from None
-    with os.fdopen(fd, "rb", buffering=0) as f:
-        mode = os.fstat(f.fileno())
-        if not stat.S_ISREG(mode.st_mode):
-            raise BankFormatError(f"not a regular file ({_file_type(mode.st_mode)}); a {what} is a safetensors file")
-        size = mode.st_size
+    except BankFormatError as e:
+        raise BankFormatError(f"{e.problem}; a {what} is a safetensors file") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
         head = _read_exactly(f, min(size, 8))
         header_len = check_length(head, size)
         text = _read_exactly(f, header_len)
-        entries, metadata = parse_header(text)
+        entries, metadata = parse_header(text, max_tensors)
         if metadata_check is not None:
             metadata_check(metadata)
         check_entries(entries, size - 8 - header_len, dtype_sizes, max_tensors)
@@ -140,21 +134,25 @@ def parse_bank_bytes(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, An
     """Check the safetensors framing of in-memory bytes (sizes, offsets, dtypes) and decode tensors
     and metadata (the checks of `read_bank_file`, without the file)."""
     header_len = check_length(data[:8], len(data))
-    entries, metadata = parse_header(data[8 : 8 + header_len])
+    entries, metadata = parse_header(data[8 : 8 + header_len], MAX_TENSORS)
     meta = _bank_metadata(metadata)
     check_entries(entries, len(data) - 8 - header_len, DTYPE_SIZES, MAX_TENSORS)
     return Container(data, entries, metadata).tensors(), meta
 
 
-def parse_header(text: bytes) -> tuple[dict[str, Any], dict[str, str] | None]:
-    """R4, R5 and R7's string rule: (tensor entries, `__metadata__` or None) of a header's JSON text."""
+def parse_header(text: bytes, max_tensors: int | None = None) -> tuple[dict[str, Any], dict[str, str] | None]:
+    """R4, R5 and R7's string rule: (tensor entries, `__metadata__` or None) of a header's JSON text.
+    With `max_tensors`, a header listing more tensors is refused as soon as the next one is read."""
     try:
-        header = json.loads(text.decode("utf-8"), object_pairs_hook=unique_keys)
-        check_json_tree(header)
+        header = strict_json.object_members(text.decode("utf-8"), None if max_tensors is None else max_tensors + 1,
+                                            MAX_JSON_DEPTH)
+    except strict_json.NotAnObject:
+        raise BankFormatError("not a safetensors file: header is not a JSON object") from None
+    except strict_json.TooManyMembers:
+        raise BankFormatError(f"header lists more than {max_tensors} tensors, the most a bank holds: "
+                              "unexpected tensor(s)") from None
     except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, duplicate keys, an integer too long to parse
         raise BankFormatError(f"not a safetensors file: header is not JSON ({e})") from None
-    if not isinstance(header, dict):
-        raise BankFormatError("not a safetensors file: header is not a JSON object")
     metadata = header.pop("__metadata__", None)
     if isinstance(metadata, dict):
         for key, value in metadata.items():
@@ -182,76 +180,17 @@ def _bank_metadata(raw: dict[str, str] | None) -> dict[str, Any]:
 
 
 def parse_metadata_json(text: Any, where: str) -> dict[str, Any]:
-    """R7-R9: a JSON object from metadata text: no duplicate keys, no NaN/Infinity, every number finite
-    in binary64, strings without unpaired surrogates, at most MAX_JSON_DEPTH levels of nesting."""
+    """R7-R9: a JSON object from metadata text (`strict_json`: no duplicate keys, no NaN/Infinity,
+    every number finite in binary64, no unpaired surrogates, at most MAX_JSON_DEPTH levels)."""
     if not isinstance(text, str):
         raise BankFormatError(f"{where}: expected a JSON string")
     try:
-        meta = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
-                          parse_int=_finite_int, object_pairs_hook=unique_keys)
-        check_json_tree(meta)
+        meta = strict_json.loads(text, MAX_JSON_DEPTH)
     except (ValueError, RecursionError) as e:
         raise BankFormatError(f"{where} is not valid JSON: {e}") from None
     if not isinstance(meta, dict):
         raise BankFormatError(f"{where}: expected a JSON object, got {type(meta).__name__}")
     return meta
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed in metadata")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text[:40]} is out of the float64 range")
-    return value
-
-
-def _finite_int(text: str) -> int:
-    if len(text) > _MAX_INT_DIGITS:
-        raise ValueError(f"integer of {len(text)} characters is out of the float64 range")
-    value = int(text)
-    try:
-        float(value)
-    except OverflowError:
-        raise ValueError(f"integer {text[:40]}... is out of the float64 range") from None
-    return value
-
-
-def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """`object_pairs_hook` refusing an object that repeats a key (linear in the number of keys)."""
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        seen: set[str] = set()
-        repeated = sorted({k for k, _ in pairs if k in seen or seen.add(k)})
-        raise ValueError(f"duplicate key(s) {ascii(repeated[:5])}")
-    return result
-
-
-def check_json_tree(value: Any) -> None:
-    """ValueError when parsed JSON nests deeper than MAX_JSON_DEPTH or holds a string (key or value)
-    with an unpaired UTF-16 surrogate. Iterative, so any depth is answered without recursion."""
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, str):
-            _check_text(node)
-        elif isinstance(node, (dict, list)):
-            if depth > MAX_JSON_DEPTH:
-                raise ValueError(f"nesting deeper than {MAX_JSON_DEPTH} levels")
-            if isinstance(node, dict):
-                for key, child in node.items():
-                    _check_text(key)
-                    stack.append((child, depth + 1))
-            else:
-                stack.extend((child, depth + 1) for child in node)
-
-
-def _check_text(text: str) -> None:
-    match = _SURROGATE.search(text)
-    if match is not None:
-        raise ValueError(f"string {ascii(text[:40])} holds the unpaired surrogate U+{ord(match.group()):04X}")
 
 
 def check_entries(header: dict[str, Any], data_len: int, dtype_sizes: Mapping[str, int] = DTYPE_SIZES,
@@ -317,13 +256,25 @@ def write_bank_file(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path
     atomic_write_bytes(path, data)
 
 
+def open_regular_file(path: str | os.PathLike) -> BinaryIO:
+    """`path` opened for reading, unbuffered; BankFormatError (without the path) when it is not a
+    regular file. Opened non-blocking, so a FIFO is refused at once instead of waited on."""
+    fd = os.open(str(path), _READ_FLAGS)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise BankFormatError(f"not a regular file ({_file_type(mode)})")
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def read_regular_file(path: str | os.PathLike, limit: int) -> bytes:
     """The bytes of a small regular file (a manifest): BankFormatError without the path when it is
-    not a regular file (never waited on) or holds more than `limit` bytes."""
-    with os.fdopen(os.open(str(path), _READ_FLAGS), "rb", buffering=0) as f:
-        mode = os.fstat(f.fileno())
-        if not stat.S_ISREG(mode.st_mode):
-            raise BankFormatError(f"not a regular file ({_file_type(mode.st_mode)})")
-        if mode.st_size > limit:
-            raise BankFormatError(f"{mode.st_size} bytes, more than the {limit} this file may hold")
-        return _read_exactly(f, mode.st_size)
+    not a regular file or holds more than `limit` bytes."""
+    with open_regular_file(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise BankFormatError(f"{size} bytes, more than the {limit} this file may hold")
+        return _read_exactly(f, size)
