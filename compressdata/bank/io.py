@@ -144,8 +144,7 @@ def parse_header(text: bytes, max_tensors: int | None = None) -> tuple[dict[str,
     """R4, R5 and R7's string rule: (tensor entries, `__metadata__` or None) of a header's JSON text.
     With `max_tensors`, a header listing more tensors is refused as soon as the next one is read."""
     try:
-        header = strict_json.object_members(text.decode("utf-8"), None if max_tensors is None else max_tensors + 1,
-                                            MAX_JSON_DEPTH)
+        header = strict_json.object_members(text.decode("utf-8"), max_tensors, MAX_JSON_DEPTH, "__metadata__")
     except strict_json.NotAnObject:
         raise BankFormatError("not a safetensors file: header is not a JSON object") from None
     except strict_json.TooManyMembers:

@@ -71,10 +71,10 @@ def longest_digit_run(skeleton: str) -> int:
     return int((edges[1::2] - edges[::2]).max(initial=0))
 
 
-def object_members(text: str, max_members: int | None, max_depth: int) -> dict[str, Any]:
+def object_members(text: str, max_members: int | None, max_depth: int, uncounted: str = "") -> dict[str, Any]:
     """The members of `text`, a JSON object, read one by one: ValueError as soon as a key repeats or
-    there are more than `max_members` (so a header listing a million tensors costs nothing);
-    NotAnObject when `text` is JSON but not an object."""
+    there are more than `max_members` besides `uncounted` (so a header listing a million tensors
+    costs nothing); NotAnObject when `text` is JSON but not an object."""
     i = _WHITESPACE.match(text).end()
     if not text.startswith("{", i):
         loads(text, max_depth)
@@ -97,7 +97,7 @@ def object_members(text: str, max_members: int | None, max_depth: int) -> dict[s
             if key in members:
                 raise ValueError(f"duplicate key(s) {ascii([key])}")
             members[key] = value
-            if max_members is not None and len(members) > max_members:
+            if max_members is not None and len(members) - (uncounted in members) > max_members:
                 raise TooManyMembers(len(members))
             i = _WHITESPACE.match(text, i).end()
             if text.startswith(",", i):
