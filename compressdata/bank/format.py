@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from compressdata.bank import strict_json
 from compressdata.bank.checksum import CHECKSUM_ALGORITHM, tensor_checksum
 from compressdata.errors import BankFormatError
 from compressdata.params import PARAMETERIZATIONS
@@ -46,6 +47,16 @@ REQUIRED_KEYS = (
 def canonical_json(obj: Any) -> str:
     """Sorted keys, no whitespace, ASCII only, no NaN: the same metadata always gives the same bytes."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def check_metadata_json(meta: Any) -> None:
+    """The JSON rules of spec 3.1 for metadata built in memory (a file's are checked as it is read):
+    JSON types only, finite numbers, no unpaired surrogate, at most MAX_JSON_DEPTH levels."""
+    try:
+        text = canonical_json(meta)
+        strict_json.check(meta, text, MAX_JSON_DEPTH)
+    except (TypeError, ValueError, RecursionError) as e:
+        raise BankFormatError(f"metadata is not valid JSON for a bank file (spec 3.1): {e}") from None
 
 
 def check_version(version: Any) -> None:

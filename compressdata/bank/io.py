@@ -28,6 +28,7 @@ from compressdata.bank.format import (
     METADATA_KEY,
     canonical_json,
     check_bank,
+    check_metadata_json,
 )
 from compressdata.errors import BankFormatError
 from compressdata.files import atomic_write_bytes
@@ -250,6 +251,7 @@ def bank_bytes(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> bytes:
 
 def write_bank_file(tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: str | os.PathLike) -> None:
     """Validate, then write atomically (`compressdata.files.atomic_write`)."""
+    check_metadata_json(meta)
     check_bank(tensors, meta)
     data = bank_bytes(tensors, meta)
     atomic_write_bytes(path, data)

@@ -17,6 +17,7 @@ from compressdata.bank.format import (
     REQUIRED_KEYS,
     TASKS_SINCE,
     check_bank,
+    check_metadata_json,
     check_tasks,
     storage_accounting,
     version_tuple,
@@ -99,7 +100,9 @@ class MemoryBank:
         self.extra_metadata = dict(extra_metadata or {})
         self.dropped_tasks: str | None = None  # why a 1.0 file's opaque 'tasks' was not kept (warned on save)
         self._prepared: dict[torch.device, Prepared] = {}
-        check_bank(self.all_tensors(), self.metadata())
+        meta = self.metadata()
+        check_metadata_json(meta)
+        check_bank(self.all_tensors(), meta)
 
     def _stored_size(self) -> tuple[int, int]:
         if self.kind == "memory":

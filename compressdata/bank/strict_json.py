@@ -20,7 +20,6 @@ _STRING_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 # in a text without strings, digits after '.', 'e', 'E' or an exponent sign belong to a fraction or exponent
 _LONG_INTEGER = re.compile(r"(?<![\d.eE+-])-?\d{309,}(?![\d.eE])")
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
-_NAMED_DUPLICATES_UP_TO = 2**20  # characters: longer texts get a message without the key's name
 
 
 def loads(text: str, max_depth: int) -> Any:
@@ -121,11 +120,11 @@ class TooManyMembers(ValueError):
 
 
 def _duplicate_message(text: str) -> str:
-    if len(text) <= _NAMED_DUPLICATES_UP_TO:
-        try:
-            json.loads(text, object_pairs_hook=_unique_keys)
-        except ValueError as e:
-            return str(e)
+    """The repeated key's name: parsing again, object by object (only once a repeat is known)."""
+    try:
+        json.loads(text, object_pairs_hook=_unique_keys)
+    except ValueError as e:
+        return str(e)
     return "an object repeats a key: duplicate key(s)"
 
 

@@ -179,7 +179,7 @@ def export_webdataset(
             f"pattern must hold one integer field such as %06d, got {pattern!r}"
         ) from None
     target_dir = Path(first).parent
-    staging = staging_directory(target_dir / f"{Path(pattern).name}.wds")
+    staging = staging_directory(target_dir / "webdataset-shards")  # no % in the folder: the pattern is formatted
     try:
         staged = str(staging / Path(pattern).name)
         with wds.ShardWriter(staged, maxcount=maxcount, verbose=0) as sink:
