@@ -107,8 +107,12 @@ def load_teacher(path: str | os.PathLike, data: RealData, device: torch.device |
     if arch not in TEACHER_ARCHS or not isinstance(width, int) or isinstance(width, bool) or width < 1:
         raise CheckpointError(f"fields 'arch', 'width': expected one of {list(TEACHER_ARCHS)} and an integer "
                               f">= 1, got {arch!r:.80} and {width!r:.80}", str(path))
-    with torch.device("meta"):  # the shapes the described network has, without allocating it
-        described = _build(arch, width, data.image_shape, data.num_classes).state_dict()
+    try:
+        with torch.device("meta"):  # the shapes the described network has, without allocating it
+            described = _build(arch, width, data.image_shape, data.num_classes).state_dict()
+    except (RuntimeError, ValueError) as e:
+        raise CheckpointError(f"fields 'arch', 'width': no {arch} of width {width} for this data ({e})",
+                              str(path)) from None
     if set(state) != set(described):
         missing, extra = sorted(set(described) - set(state)), sorted(set(state) - set(described))
         raise CheckpointError(f"tensors do not match a {arch} of width {width}: missing {missing[:5]}, "
