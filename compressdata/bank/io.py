@@ -11,7 +11,7 @@ import math
 import os
 import stat
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -49,6 +49,7 @@ class Container:
     data: bytes
     entries: dict[str, dict[str, Any]]
     metadata: dict[str, str] | None
+    checked_metadata: Any = None  # what `metadata_check` returned
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """Decode every tensor with safetensors (R17: anything else safetensors forbids)."""
@@ -63,7 +64,7 @@ def read_bank_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], di
     path = str(path)
     try:
         container = read_container(path, metadata_check=_bank_metadata, max_tensors=MAX_TENSORS)
-        tensors, meta = container.tensors(), _bank_metadata(container.metadata)
+        tensors, meta = container.tensors(), container.checked_metadata
         check_bank(tensors, meta)
     except BankFormatError as e:
         raise BankFormatError(e.problem, path) from None
@@ -71,13 +72,14 @@ def read_bank_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], di
 
 
 def read_container(path: str | os.PathLike, *, dtype_sizes: Mapping[str, int] = DTYPE_SIZES,
-                   max_tensors: int | None = None, metadata_check: Any = None,
+                   max_tensors: int | None = None, metadata_check: Callable[[dict[str, str] | None], Any] | None = None,
                    what: str = "bank file") -> Container:
     """Read a safetensors file header first and check its framing (rules R1-R16).
 
     `metadata_check(metadata)` runs on `__metadata__` before the tensor entries are checked (the
-    bank's R6-R9); `max_tensors` refuses a header listing more tensors before any is looked at.
-    Raises FileNotFoundError, or BankFormatError (without the path: callers add it).
+    bank's R6-R9); its result is kept as `checked_metadata`. `max_tensors` refuses a header listing
+    more tensors as soon as the next one is read. Raises FileNotFoundError, or BankFormatError
+    (without the path: callers add it).
     """
     path = str(path)
     try:
@@ -92,21 +94,29 @@ def read_container(path: str | os.PathLike, *, dtype_sizes: Mapping[str, int] = 
         header_len = check_length(head, size)
         text = _read_exactly(f, header_len)
         entries, metadata = parse_header(text, max_tensors)
-        if metadata_check is not None:
-            metadata_check(metadata)
+        checked = metadata_check(metadata) if metadata_check is not None else None
         check_entries(entries, size - 8 - header_len, dtype_sizes, max_tensors)
         f.seek(0)
         data = _read_exactly(f, size)
     if data[:8] != head or data[8 : 8 + header_len] != text:
         raise BankFormatError("the file changed while it was read")
-    return Container(data, entries, metadata)
+    return Container(data, entries, metadata, checked)
 
 
-def _read_exactly(f: Any, n: int) -> bytes:
-    data = f.read(n)
-    if data is None or len(data) != n:
-        raise BankFormatError(f"the file changed while it was read (expected {n} bytes, got "
-                              f"{0 if data is None else len(data)})")
+def _read_exactly(f: BinaryIO, n: int) -> bytes:
+    """n bytes from an unbuffered file (one read is capped near 2 GiB, so larger reads loop)."""
+    data = f.read(n) or b""
+    if len(data) < n:
+        parts, got = [data], len(data)
+        while got < n:
+            chunk = f.read(n - got)
+            if not chunk:
+                break
+            parts.append(chunk)
+            got += len(chunk)
+        data = b"".join(parts)
+    if len(data) != n:
+        raise BankFormatError(f"the file changed while it was read (expected {n} bytes, got {len(data)})")
     return data
 
 
@@ -129,16 +139,6 @@ def check_length(head: bytes, size: int) -> int:
     if 8 + header_len > size:
         raise BankFormatError(f"truncated: header says {header_len} bytes, file has {size - 8} after the length")
     return header_len
-
-
-def parse_bank_bytes(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Check the safetensors framing of in-memory bytes (sizes, offsets, dtypes) and decode tensors
-    and metadata (the checks of `read_bank_file`, without the file)."""
-    header_len = check_length(data[:8], len(data))
-    entries, metadata = parse_header(data[8 : 8 + header_len], MAX_TENSORS)
-    meta = _bank_metadata(metadata)
-    check_entries(entries, len(data) - 8 - header_len, DTYPE_SIZES, MAX_TENSORS)
-    return Container(data, entries, metadata).tensors(), meta
 
 
 def parse_header(text: bytes, max_tensors: int | None = None) -> tuple[dict[str, Any], dict[str, str] | None]:

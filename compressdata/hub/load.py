@@ -2,8 +2,11 @@
 
 Downloads go through `huggingface_hub.hf_hub_download` and its cache, so a bank downloaded once
 loads again offline (`HF_HUB_OFFLINE=1`, or the Hub unreachable). The card (README.md) is read
-first; its commit pins the bank download, and the bank must match the card's sha256 and content
-checksum, or `HubChecksumError` is raised.
+first; its commit pins the bank download, and the bank must match the card's size, sha256 and
+content checksum, or `HubChecksumError` is raised. Revisions are checked before any request
+(`check_revision`), and each file is first asked for with one HEAD request of at most
+HF_HUB_ETAG_TIMEOUT seconds without retries, so an endpoint that does not answer costs that long,
+not huggingface_hub's retries (6 x 60 s).
 """
 
 from __future__ import annotations
