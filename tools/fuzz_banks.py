@@ -1,7 +1,7 @@
 """Fuzz the bank reader with hostile files, under a memory cap, and count what goes wrong.
 
 Every file goes through the entry points a user reaches with a downloaded bank: `load_memory_bank`,
-`compressdata validate` / `inspect` (every fifth file), and, when it loads, `decode`,
+`compressdata validate` / `inspect` (every fifth file, but 16 MiB headers), and, when it loads, `decode`,
 `decode_pixels`, `MemoryDataset(bank)[0]`, `describe_bank`, a query, and a save / reload round
 trip. Outcomes per file:
 
@@ -50,7 +50,7 @@ from typing import Any
 
 KINDS = {  # kind -> share of the files
     "bytes": 0.25, "json": 0.25, "hostile": 0.25, "valid": 0.06, "random": 0.06, "data-bytes": 0.04,
-    "pickle": 0.02, "special": 0.02, "checkpoint": 0.04, "big-header": 0.01,
+    "pickle": 0.02, "special": 0.02, "checkpoint": 0.048, "big-header": 0.002,
 }
 MUST_REJECT = {"hostile", "random", "data-bytes", "pickle", "special", "big-header"}
 MAX_HEADER = 16 * 2**20
@@ -473,7 +473,7 @@ def run_one(index: int, seed: int, workdir: Path, banks: dict[str, bytes], check
         if kind == "checkpoint":
             outcome = _checkpoint_outcome(rng, checkpoint, workdir / f"ckpt{index}")
         else:
-            outcome = exercise(path, run_cli=index % 5 == 0)
+            outcome = exercise(path, run_cli=index % 5 == 0 and kind != "big-header")
         detail = ""
     except Exception as e:  # noqa: BLE001 - the point: any exception that is not typed is a finding
         outcome, detail = "untyped", f"{type(e).__name__}: {e}"[:300] + " | " + _where(e)
@@ -678,10 +678,14 @@ def report(records: list[dict[str, Any]], seconds: float, args: argparse.Namespa
     print(f"{len(records)} files in {seconds:.0f} s ({args.workers} workers, memory cap +{args.memory_gib:g} GiB "
           f"address space each, {args.timeout:g} s per file)")
     columns = ["loaded", "rejected", "untyped", "silent accept", "hang", "crash"]
-    print(f"{'kind':<12}" + "".join(f"{c:>15}" for c in columns))
+    seconds_by_kind = Counter()
+    for r in timed:
+        seconds_by_kind[r["kind"]] += r["seconds"]
+    print(f"{'kind':<12}" + "".join(f"{c:>14}" for c in columns) + f"{'seconds':>10}")
     for kind in sorted(by_kind):
-        print(f"{kind:<12}" + "".join(f"{by_kind[kind][c]:>15}" for c in columns))
-    print(f"{'total':<12}" + "".join(f"{outcomes[c]:>15}" for c in columns))
+        print(f"{kind:<12}" + "".join(f"{by_kind[kind][c]:>14}" for c in columns)
+              + f"{seconds_by_kind[kind]:>10.0f}")
+    print(f"{'total':<12}" + "".join(f"{outcomes[c]:>14}" for c in columns) + f"{sum(seconds_by_kind.values()):>10.0f}")
     print(f"median {median * 1000:.0f} ms per file; slowest: "
           + ", ".join(f"file {r['i']} ({r['kind']} from {r['base']}) {r['seconds']:.2f} s" for r in slowest))
     print(f"pickles unpickled: {'YES' if unpickled else 'none'}")
