@@ -2,13 +2,15 @@
 
 from compressdata.bank import EvaluationResult, MemoryBank, Normalization, TrainingRecipe
 from compressdata.data.memory_dataset import MemoryDataset
-from compressdata.errors import BankFormatError, DivergenceError, QueryError
+from compressdata.errors import BankFormatError, CheckpointError, DecodeMemoryError, DivergenceError, QueryError
 from compressdata.loading import load_memory_bank, save_memory_bank
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BankFormatError",
+    "CheckpointError",
+    "DecodeMemoryError",
     "DivergenceError",
     "EvaluationResult",
     "MemoryBank",

@@ -16,9 +16,8 @@ from hubserver import USER, USER_TOKEN, HubServer
 from huggingface_hub import constants
 
 from compressdata import MemoryBank, load_memory_bank
-from compressdata.hub import HubChecksumError, HubConnectionError, load_hub_bank, push_to_hub
+from compressdata.hub import HubChecksumError, HubConnectionError, HubRevisionError, load_hub_bank, push_to_hub
 from compressdata.hub.card import BankEntry, entry_for, read_manifest, render_card, split_front_matter
-from compressdata.hub.errors import HubRevisionError
 
 pytest_plugins = ["conftest_hub"]
 
