@@ -11,6 +11,8 @@ __version__ = "0.1.0"
 # command line starts without loading torch for commands that never need it.
 _EXPORTS = {
     "BankFormatError": "compressdata.errors",
+    "CheckpointError": "compressdata.errors",
+    "DecodeMemoryError": "compressdata.errors",
     "DivergenceError": "compressdata.errors",
     "QueryError": "compressdata.errors",
     "InteropError": "compressdata.interop.errors",
@@ -29,7 +31,7 @@ _EXPORTS = {
 if TYPE_CHECKING:
     from compressdata.bank import EvaluationResult, MemoryBank, Normalization, TrainingRecipe
     from compressdata.data.memory_dataset import MemoryDataset
-    from compressdata.errors import BankFormatError, DivergenceError, QueryError
+    from compressdata.errors import BankFormatError, CheckpointError, DecodeMemoryError, DivergenceError, QueryError
     from compressdata.interop.errors import InteropError, UnsafeFileError
     from compressdata.interop.export import export_release
     from compressdata.interop.importer import import_bank
@@ -51,6 +53,8 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "BankFormatError",
+    "CheckpointError",
+    "DecodeMemoryError",
     "DivergenceError",
     "EvaluationResult",
     "InteropError",

@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from compressdata.safe_text import terminal_text
+
 # Commands that train networks: they run on a caching allocator (compressdata.runtime.allocator).
 HEAVY_COMMANDS = ("distill", "evaluate", "baseline", "experts", "continual")
 
@@ -20,9 +22,11 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from compressdata.loading import load_memory_bank
+    from compressdata.summary import describe_decode_memory
 
     bank = load_memory_bank(args.bank)
-    print(f"{args.bank}: valid {bank.kind} bank, {len(bank)} examples, checksum {bank.checksum()}")
+    print(terminal_text(f"{args.bank}: valid {bank.kind} bank, {len(bank)} examples, checksum {bank.checksum()}"))
+    print(f"decode memory: {describe_decode_memory(bank)}")
     return 0
 
 
@@ -40,14 +44,14 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
     from compressdata.bank.query import parse_label_vector
     from compressdata.loading import load_memory_bank
-    from compressdata.preview import grid_image
+    from compressdata.preview import grid_image, save_png
 
     bank = load_memory_bank(args.bank)
     y = torch.cat([parse_label_vector(text, bank.classes) for text in args.vector])
     with torch.no_grad():
         images = bank.query(y, args.n)
     rows = list(bank.to_pixels(images).split(len(images) // len(y)))
-    grid_image(rows, scale=args.scale).save(args.out, format="PNG")
+    save_png(grid_image(rows, scale=args.scale), args.out)
     print(f"wrote {args.out}: {len(y)} queries x {len(rows[0])} examples")
     return 0
 
@@ -118,8 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (BankFormatError, HubError, FileNotFoundError, ValueError, CollectiveError) as e:
-        print(f"compressdata {args.command}: error: {e}", file=sys.stderr)
+    except (BankFormatError, HubError, ValueError, CollectiveError, OSError) as e:
+        print(terminal_text(f"compressdata {args.command}: error: {e}"), file=sys.stderr)
         return 1
 
 

@@ -23,3 +23,14 @@ class QueryError(ValueError):
 class DivergenceError(ValueError):
     """A distillation run diverged: an outer iteration produced a non-finite loss or non-finite
     learnable tensors. The message names the iteration and the outer lr, and how to go on."""
+
+
+class DecodeMemoryError(BankFormatError):
+    """Decoding what was asked for would need more memory than the decode limit allows (the bank's
+    stated decode memory, spec section 4.7). The message gives the bytes needed, the limit, and how
+    many examples one batch may hold."""
+
+
+class CheckpointError(BankFormatError):
+    """A file of a distillation run (its checkpoint, an MTT expert trajectory, a DWA teacher) is
+    unreadable or does not fit the run's configuration. The message names the file and the field."""

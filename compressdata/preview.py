@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from compressdata.bank.memory_bank import MemoryBank
+from compressdata.files import atomic_write
 
 
 def grid_image(rows: list[torch.Tensor], scale: int = 2, padding: int = 1,
@@ -49,5 +50,10 @@ def preview_grid(bank: MemoryBank, per_class: int = 10, scale: int = 2, padding:
 
 
 def save_preview(bank: MemoryBank, path: str | os.PathLike, per_class: int = 10, scale: int = 2) -> None:
-    """Write the preview grid as a PNG file."""
-    preview_grid(bank, per_class=per_class, scale=scale).save(path, format="PNG")
+    """Write the preview grid as a PNG file (atomically)."""
+    save_png(preview_grid(bank, per_class=per_class, scale=scale), path)
+
+
+def save_png(image: Image.Image, path: str | os.PathLike) -> None:
+    """Write `image` as a PNG file atomically (temp file + rename: never a partial file)."""
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from compressdata.bank.memory_bank import MemoryBank
+from compressdata.bank.memory_bank import MemoryBank, decode_limit, format_bytes
+from compressdata.safe_text import terminal_text
+
+
+def describe_decode_memory(bank: MemoryBank) -> str:
+    """One line: the working memory a decode needs (spec 4.7) and the largest batch within the limit."""
+    memory = bank.decode_memory(pixels=True)
+    limit = decode_limit()
+    batch = min(memory.max_batch(limit), len(bank))
+    fits = f"batches of up to {batch} examples" if batch else "not even one example"
+    return (f"{format_bytes(memory.prepared)} once + {format_bytes(memory.per_example)} per example "
+            f"(decode_pixels); within the {format_bytes(limit)} limit: {fits}")
 
 
 def describe_bank(bank: MemoryBank) -> str:
-    """A multi-line report: kind, shapes, classes, storage, recipe, provenance, evaluations."""
+    """A multi-line report: kind, shapes, classes, storage, recipe, provenance, evaluations. Text from
+    the file is shown with control characters escaped (`compressdata.safe_text.terminal_text`)."""
     storage = bank.storage
     c, h, w = bank.image_shape
     lines = [
@@ -28,6 +40,7 @@ def describe_bank(bank: MemoryBank) -> str:
         + (f", ZCA (reg {bank.normalization.zca_regularization})" if bank.normalization.uses_zca else ""),
         "recipe:        " + ", ".join(f"{k}={v}" for k, v in bank.recipe.to_dict().items()),
         "provenance:    " + (", ".join(f"{k}={v}" for k, v in sorted(bank.provenance.items())) or "(none)"),
+        f"decode memory: {describe_decode_memory(bank)}",
         f"checksum:      {bank.checksum()}",
     ]
     for task in bank.tasks or []:
@@ -40,4 +53,4 @@ def describe_bank(bank: MemoryBank) -> str:
         lines += ["evaluations:"] + [f"  {line}" for e in bank.evaluations for line in e.summary().splitlines()]
     else:
         lines.append("evaluations:   (none recorded)")
-    return "\n".join(lines)
+    return "\n".join(terminal_text(line) for line in lines)

@@ -8,6 +8,7 @@ import copy
 import json
 import struct
 import tempfile
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from compressdata import (
     load_memory_bank,
     save_memory_bank,
 )
+from compressdata.summary import describe_bank
 
 FUZZ = settings(max_examples=200, deadline=timedelta(seconds=2), database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -85,6 +87,12 @@ def load_or_reject(path: Path, data: bytes) -> str:
     assert x.dtype == torch.float32 and x.shape == (len(bank), *bank.image_shape)
     assert bool(torch.isfinite(x).all())
     assert bank.hard_labels().shape == (len(bank),)
+    describe_bank(bank).encode("utf-8")  # printable: no unpaired surrogate
+    again = path.with_suffix(".again.safetensors")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a 1.0 file's opaque tasks are dropped with a warning
+        save_memory_bank(bank, again)
+    assert load_memory_bank(again).checksum() == bank.checksum()
     return "loaded"
 
 
@@ -226,3 +234,60 @@ def test_harmless_metadata_edits_load(target):
     assert load_or_reject(target, struct.pack("<Q", len(text)) + text + data[end:]) == "loaded"
     bank = load_memory_bank(target)
     assert bank.classes[0] == "shirt" and bank.upsample == "nearest" and bank.provenance["method"]["K"] == 99
+
+
+# ---- hostile edits: each breaks one rule of the spec, so the file must be refused ---------------------
+
+
+def _meta_text(data: bytes) -> tuple[dict, str, bytes]:
+    end = header_end(data)
+    header = json.loads(data[8:end])
+    return header, header.pop("__metadata__")["compressdata"], data[end:]
+
+
+def _reframe(header: dict, metadata: str, payload: bytes) -> bytes:
+    text = json.dumps({"__metadata__": {"compressdata": metadata}, **header}).encode()
+    return struct.pack("<Q", len(text)) + text + payload
+
+
+@st.composite
+def hostile_edit(draw, files: dict[str, bytes]) -> bytes:
+    """A valid file with one rule broken: a repeated key, deep nesting, an out-of-range number, an unpaired
+    surrogate, a boolean or 2.0 where an integer is due, a fourth entry member, a non-positive temperature."""
+    header, metadata, payload = _meta_text(files[draw(st.sampled_from(sorted(files)))])
+    meta = json.loads(metadata)
+    name = draw(st.sampled_from(sorted(header)))
+    rule = draw(st.sampled_from(["repeat", "deep", "number", "surrogate", "boolean", "float", "member",
+                                 "temperature", "tensors"]))
+    if rule == "repeat":
+        key = draw(st.sampled_from(sorted(meta)))
+        metadata = metadata[:-1] + f', "{key}": ' + json.dumps(meta[key]) + "}"
+    elif rule == "deep":
+        levels = draw(st.integers(64, 2000))
+        metadata = metadata[:-1] + ', "x_deep": ' + "[" * levels + "]" * levels + "}"
+    elif rule == "number":
+        metadata = metadata[:-1] + ', "x": ' + draw(st.sampled_from(["1e309", "-2e400", "9" * 309, "NaN"])) + "}"
+    elif rule == "surrogate":
+        metadata = metadata[:-1] + ', "x": "' + draw(st.sampled_from(["\\ud800", "\\udfff", "a\\udbffb"])) + '"}'
+    elif rule == "boolean":
+        storage_key = draw(st.sampled_from(["floats_stored", "label_values", "examples"]))
+        meta["storage"][storage_key] = True
+        metadata = json.dumps(meta)
+    elif rule == "float":
+        header[name]["data_offsets"] = [float(o) for o in header[name]["data_offsets"]]
+    elif rule == "member":
+        header[name][draw(st.sampled_from(["crc32", "Dtype", "offsets"]))] = 0
+    elif rule == "temperature":
+        meta.setdefault("recipe", {})["label_temperature"] = draw(st.sampled_from([0, 0.0, -0.5]))
+        metadata = json.dumps(meta)
+    else:
+        for i in range(draw(st.integers(6 - len(header), 50))):
+            header[f"x{i}"] = {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}
+    return _reframe(header, metadata, payload)
+
+
+@given(data=st.data())
+@settings(max_examples=100, deadline=timedelta(seconds=2), database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+def test_a_file_breaking_one_json_or_type_rule_is_always_refused(target, data):
+    assert load_or_reject(target, data.draw(hostile_edit(FILES))) == "rejected"

@@ -231,7 +231,7 @@ def test_unreachable_hub_uses_cache_then_explains(
     url = hub_server.url
     hub_server.stop()
     assert same_bank(load_hub_bank(REPO, endpoint=url, cache_dir=hub_cache), bank)
-    # nothing cached for this repo: huggingface_hub retries (about 23 s), then a clear error
+    # nothing cached for this repo: one refused probe, no retries, then a clear error
     with pytest.raises(HubConnectionError) as info:
         load_hub_bank(f"{USER}/other", endpoint=url, cache_dir=hub_cache)
     message = str(info.value)

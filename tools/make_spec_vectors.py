@@ -11,6 +11,7 @@ with numpy, struct, json and hashlib only, following the spec's text, so the tes
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import struct
@@ -413,7 +414,7 @@ Mutation = Callable[[Bank], bytes]
 
 def _meta_edit(edit: Callable[[dict[str, Any]], None]) -> Mutation:
     def mutate(bank: Bank) -> bytes:
-        meta = bank.metadata()
+        meta = copy.deepcopy(bank.metadata())  # edits must not reach the shared bank's provenance
         edit(meta)
         return bank.file_bytes(meta)
     return mutate
@@ -536,6 +537,91 @@ INVALID += [  # task metadata (spec 3.11), from the valid `memory_tasks` bank
      _tasks_edit(lambda t: t[1].__setitem__("classes", [0]))),
     ("invalid_tasks_uses_later_basis", 68, "added by a later task", "a row of t0 uses basis 2, added by t1",
      _address_on_later_basis),
+]
+
+
+def _header_text_edit(edit: Callable[[str], str]) -> Mutation:
+    """A mutation of the base bank's raw header text (re-padded to a multiple of 8 bytes)."""
+    def mutate(bank: Bank) -> bytes:
+        data = bank.file_bytes()
+        n = _header_len(data)
+        text = edit(data[8 : 8 + n].decode("ascii").rstrip(" ")).encode("ascii")
+        text += b" " * (-len(text) % 8)
+        return struct.pack("<Q", len(text)) + text + data[8 + n :]
+    return mutate
+
+
+def _metadata_text_edit(edit: Callable[[str], str]) -> Mutation:
+    """A mutation of the base bank's canonical metadata text (storage and checksum stay right)."""
+    return lambda bank: safetensors_bytes(bank.tensors, edit(canonical_json(bank.metadata())))
+
+
+def _nested(levels: int) -> Any:
+    value: Any = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+def _too_large_image(_bank: Bank) -> bytes:
+    """A valid-looking memory bank of 2x2 bases whose examples would be 1 x 8192 x 4096 (2^25 values)."""
+    return memory_bank(101, 2, 1, (2, 2), (8192, 4096), 2, 2).file_bytes()
+
+
+def _storage_boolean(_bank: Bank) -> bytes:
+    bank = pixels_bank(102, "F32", 1, (2, 2), 1, 1, "index")  # N = 1, so `true` would equal storage.examples
+    meta = bank.metadata()
+    meta["storage"]["examples"] = True
+    return bank.file_bytes(meta)
+
+
+def _pixels_task_with_bases(_bank: Bank) -> bytes:
+    bank = pixels_bank(14, "F32", 1, (3, 3), 4, 2, "index")
+    bank.extra = {"tasks": [{"name": "upright", "classes": [0, 1], "rows": [0, 2], "bases": [0, 0]},
+                            {"name": "rotated", "classes": [0, 1], "rows": [2, 4]}]}
+    return bank.file_bytes()
+
+
+INVALID += [  # JSON, limits and types the spec states since the hardening of 1.1 (sections 2.2, 3.1, 9)
+    ("invalid_header_duplicate_key", 4, "duplicate key(s) ['labels']", "the header lists tensor 'labels' twice "
+     "(same entry): a reader keeping the last or the first would agree, but the key repeats",
+     _header_text_edit(lambda t: t.replace('"labels":', '"labels":{"dtype":"I64","shape":[4],'
+                                                      '"data_offsets":[0,32]},"labels":', 1))),
+    ("invalid_metadata_member_not_string", 7, "__metadata__['note']: expected a JSON string",
+     "__metadata__ has a second member whose value is a number, not a string",
+     _header_text_edit(lambda t: t.replace('"__metadata__":{', '"__metadata__":{"note":1,', 1))),
+    ("invalid_metadata_duplicate_key", 8, "duplicate key(s) ['classes']", "the metadata object has 'classes' "
+     "twice with different names: readers keeping the first or the last key would disagree",
+     _metadata_text_edit(lambda t: t.replace('"classes":', '"classes":["cat","dog"],"classes":', 1))),
+    ("invalid_metadata_too_deep", 8, "nesting deeper than 64 levels", "a provenance member nested 65 levels deep "
+     "(the metadata object is level 1)", _meta_edit(lambda m: m["provenance"].__setitem__("x_deep", _nested(63)))),
+    ("invalid_metadata_huge_integer", 8, "out of the float64 range", "a provenance integer of 310 digits (no "
+     "binary64 value)", _meta_edit(lambda m: m["provenance"].__setitem__("x_big", 10**309))),
+    ("invalid_metadata_lone_surrogate", 8, "unpaired surrogate", "a provenance string with the unpaired "
+     "surrogate escape \\ud800", _meta_edit(lambda m: m["provenance"].__setitem__("x_note", "a\ud800b"))),
+    ("invalid_entry_extra_member", 10, "exactly these members", "the 'labels' entry has a fourth member",
+     _header_text_edit(lambda t: t.replace('"labels":{', '"labels":{"crc32":0,', 1))),
+    ("invalid_shape_boolean", 12, "invalid shape", "a 'bases' shape holds true for 1 (same element count)",
+     _header_text_edit(lambda t: t.replace('"shape":[3,1,2,2]', '"shape":[3,true,2,2]', 1))),
+    ("invalid_offsets_float", 13, "invalid data_offsets", "'labels' data_offsets [0,32.0]: 32.0 is not a JSON "
+     "integer", _header_text_edit(lambda t: t.replace('"data_offsets":[0,32]', '"data_offsets":[0,32.0]', 1))),
+    ("invalid_image_shape_float", 24, "metadata field 'image_shape': expected", "image_shape [1,4.0,4]",
+     _meta_edit(lambda m: m.__setitem__("image_shape", [1, 4.0, 4]))),
+    ("invalid_image_too_large", 25, "outside limits", "examples of 1 x 8192 x 4096 = 2^25 values from 2x2 bases "
+     "(over the 2^24 limit on one decoded example)", _too_large_image),
+    ("invalid_too_many_tensors", 30, "unexpected tensor(s)", "six tensors (a bank holds at most five)",
+     _tensors_edit(lambda t: t.update({f"x{i}": store(np.zeros(1), "F32") for i in range(3)}))),
+    ("invalid_storage_float", 55, "storage.floats_stored", "storage.floats_stored written as 20.0, not the "
+     "JSON integer 20", _meta_edit(lambda m: m["storage"].__setitem__("floats_stored",
+                                                                     float(m["storage"]["floats_stored"])))),
+    ("invalid_storage_boolean", 55, "storage.examples", "storage.examples is true in a bank of one example",
+     _storage_boolean),
+    ("invalid_label_temperature_zero", 59, "recipe.label_temperature", "recipe.label_temperature 0.0",
+     _meta_edit(lambda m: m["recipe"].__setitem__("label_temperature", 0.0))),
+    ("invalid_tasks_too_many", 62, "at most 10000", "10,001 tasks (checked before their content)",
+     _tasks_edit(lambda t: [0] * 10_001)),
+    ("invalid_tasks_bases_in_pixels", 62, "metadata field 'tasks[0]'", "a task of a pixels bank names 'bases'",
+     _pixels_task_with_bases),
 ]
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from compressdata.bank import strict_json
 from compressdata.bank.checksum import CHECKSUM_ALGORITHM, tensor_checksum
 from compressdata.errors import BankFormatError
 from compressdata.params import PARAMETERIZATIONS
@@ -29,6 +30,10 @@ MAX_EXAMPLES = 100_000_000
 MAX_CLASSES = 100_000
 MAX_CHANNELS = 64
 MAX_SIDE = 8_192
+MAX_EXAMPLE_VALUES = 2**24  # C*H*W: one decoded example is at most 64 MiB of float32 (spec 4.7)
+MAX_TENSORS = 5  # bases, addresses, labels, zca_mean, zca_whiten: more in a header is refused at once
+MAX_TASKS = 10_000
+MAX_JSON_DEPTH = 64  # nesting of the metadata JSON (and the header's)
 
 LABEL_SPACES = ("index", "probabilities", "logits")
 IMAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -42,6 +47,16 @@ REQUIRED_KEYS = (
 def canonical_json(obj: Any) -> str:
     """Sorted keys, no whitespace, ASCII only, no NaN: the same metadata always gives the same bytes."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def check_metadata_json(meta: Any) -> None:
+    """The JSON rules of spec 3.1 for metadata built in memory (a file's are checked as it is read):
+    JSON types only, finite numbers, no unpaired surrogate, at most MAX_JSON_DEPTH levels."""
+    try:
+        text = canonical_json(meta)
+        strict_json.check(meta, text, MAX_JSON_DEPTH)
+    except (TypeError, ValueError, RecursionError) as e:
+        raise BankFormatError(f"metadata is not valid JSON for a bank file (spec 3.1): {e}") from None
 
 
 def check_version(version: Any) -> None:
@@ -106,9 +121,10 @@ def _image_shape(shape: Any) -> tuple[int, int, int]:
     if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(v) for v in shape)):
         raise BankFormatError(f"metadata field 'image_shape': expected [C, H, W] integers, got {shape!r}")
     c, h, w = shape
-    if not (1 <= c <= MAX_CHANNELS and 1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+    if not (1 <= c <= MAX_CHANNELS and 1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE and c * h * w <= MAX_EXAMPLE_VALUES):
         raise BankFormatError(
-            f"metadata field 'image_shape': {shape} outside limits C<={MAX_CHANNELS}, H,W<={MAX_SIDE}"
+            f"metadata field 'image_shape': {shape} outside limits C<={MAX_CHANNELS}, H,W<={MAX_SIDE}, "
+            f"C*H*W<={MAX_EXAMPLE_VALUES} (values of one decoded example)"
         )
     return c, h, w
 
@@ -249,7 +265,11 @@ def _check_storage(storage: Any, kind: str, tensors: Mapping[str, torch.Tensor],
     if not isinstance(storage, Mapping):
         raise BankFormatError("metadata field 'storage': expected an object")
     for key, value in expected.items():
-        if storage.get(key) != value:
+        typed = _is_number(storage.get(key)) if key == "ipc_equivalent" else _is_int(storage.get(key))
+        if not typed:
+            what = "a number" if key == "ipc_equivalent" else "a JSON integer (no fraction or exponent, not a boolean)"
+            raise BankFormatError(f"metadata field 'storage.{key}': expected {what}, got {_short(storage.get(key))}")
+        if storage[key] != value:
             raise BankFormatError(
                 f"metadata field 'storage.{key}': expected {value} (from the tensors), got {storage.get(key)!r}"
             )
@@ -285,6 +305,10 @@ def _check_recipe(recipe: Mapping[str, Any]) -> None:
             raise BankFormatError(
                 f"metadata field 'recipe.{key}': expected {kind.__name__}, got {_short(value)}"
             )
+    temperature = recipe.get("label_temperature", 1.0)
+    if temperature <= 0:
+        raise BankFormatError(f"metadata field 'recipe.label_temperature': expected a number > 0 "
+                              f"(targets are softmax(labels / T)), got {temperature!r}")
 
 
 def _check_evaluations(evaluations: Any) -> None:
@@ -307,7 +331,7 @@ def _check_evaluations(evaluations: Any) -> None:
 
 
 def _short(value: Any, limit: int = 120) -> str:
-    text = repr(value)
+    text = ascii(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -316,8 +340,13 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_number(v: Any) -> bool:
+    """A JSON number (not a boolean) with a finite binary64 value: an int that rounds to one, or a finite float."""
     if _is_int(v):
-        return abs(v) <= 1e308  # exact int/float comparison; math.isfinite would overflow on huge ints
+        try:
+            float(v)
+        except OverflowError:
+            return False
+        return True
     return isinstance(v, float) and math.isfinite(v)
 
 
@@ -326,8 +355,10 @@ def check_tasks(tasks: Any, kind: str, tensors: Mapping[str, torch.Tensor], labe
     """Rules R62-R68 (spec 3.11): task boundaries of a bank grown task by task."""
     memory = kind == "memory"
     shape = "{name: str, classes: [int], rows: [begin, end]" + (", bases: [begin, end]}" if memory else "}")
-    if not (isinstance(tasks, list) and tasks):
-        raise BankFormatError(f"metadata field 'tasks': expected a non-empty list of {shape}, got {_short(tasks)}")
+    if not (isinstance(tasks, list) and 1 <= len(tasks) <= MAX_TASKS):
+        got = f"a list of {len(tasks)}" if isinstance(tasks, list) else _short(tasks)
+        raise BankFormatError(f"metadata field 'tasks': expected a non-empty list of at most {MAX_TASKS} "
+                              f"{shape}, got {got}")
     for i, task in enumerate(tasks):
         ok = (isinstance(task, Mapping) and isinstance(task.get("name"), str) and task["name"]
               and isinstance(task.get("classes"), list) and all(_is_int(c) for c in task["classes"])
@@ -337,7 +368,7 @@ def check_tasks(tasks: Any, kind: str, tensors: Mapping[str, torch.Tensor], labe
             raise BankFormatError(f"metadata field 'tasks[{i}]': expected {shape}{extra}, got {_short(task)}")
     names = [t["name"] for t in tasks]
     if len(set(names)) != len(names):
-        raise BankFormatError(f"metadata field 'tasks': task names must be unique, got {names}")
+        raise BankFormatError(f"metadata field 'tasks': task names must be unique, got {_short(names)}")
     for i, task in enumerate(tasks):
         classes = task["classes"]
         if not classes or len(set(classes)) != len(classes) or not all(0 <= c < n_classes for c in classes):
@@ -347,22 +378,36 @@ def check_tasks(tasks: Any, kind: str, tensors: Mapping[str, torch.Tensor], labe
     _check_tiling(tasks, "rows", n, "N examples", empty_ok=False)
     if memory:
         _check_tiling(tasks, "bases", int(tensors["bases"].shape[0]), "K bases", empty_ok=True)
+    _check_task_rows(tasks, tensors, label_space, n_classes, memory)
+
+
+def _check_task_rows(tasks: list, tensors: Mapping[str, torch.Tensor], label_space: str, n_classes: int,
+                     memory: bool) -> None:
+    """R67 and R68 for all rows at once (the rows ranges are known to tile 0..N in order)."""
     labels = tensors["labels"]
-    hard = labels if label_space == "index" else labels.argmax(dim=1)
-    for i, task in enumerate(tasks):
-        begin, end = task["rows"]
-        allowed = torch.tensor(task["classes"], dtype=torch.int64)
-        outside = ~torch.isin(hard[begin:end], allowed)
-        if bool(outside.any()):
-            row = begin + int(torch.nonzero(outside)[0])
-            raise BankFormatError(f"metadata field 'tasks[{i}]': example {row} has label {int(hard[row])}, "
-                                  f"not one of the task's classes {task['classes']}")
-    for i, task in enumerate(tasks if memory else []):
-        begin, end = task["rows"]
-        if bool((tensors["addresses"][begin:end, task["bases"][1]:] != 0).any()):
-            raise BankFormatError(
-                f"metadata field 'tasks[{i}]': its address rows {begin}..{end - 1} use bases at or after "
-                f"{task['bases'][1]}, added by a later task (they must be 0 there)")
+    hard = (labels if label_space == "index" else labels.argmax(dim=1)).cpu()
+    lengths = torch.tensor([t["rows"][1] - t["rows"][0] for t in tasks], dtype=torch.int64)
+    task_of_row = torch.repeat_interleave(torch.arange(len(tasks)), lengths)
+    allowed = torch.tensor([i * n_classes + c for i, t in enumerate(tasks) for c in t["classes"]], dtype=torch.int64)
+    outside = ~torch.isin(task_of_row * n_classes + hard, allowed)
+    if bool(outside.any()):
+        row = int(torch.nonzero(outside)[0])
+        i = int(task_of_row[row])
+        raise BankFormatError(f"metadata field 'tasks[{i}]': example {row} has label {int(hard[row])}, "
+                              f"not one of the task's classes {_short(tasks[i]['classes'])}")
+    if not memory:
+        return
+    addresses = tensors["addresses"].cpu()
+    bases_end = torch.tensor([t["bases"][1] for t in tasks], dtype=torch.int64)[task_of_row]
+    later = torch.arange(addresses.shape[1]).unsqueeze(0) >= bases_end.unsqueeze(1)
+    bad_rows = ((addresses != 0) & later).any(dim=1)
+    if bool(bad_rows.any()):
+        row = int(torch.nonzero(bad_rows)[0])
+        i = int(task_of_row[row])
+        begin, end = tasks[i]["rows"]
+        raise BankFormatError(
+            f"metadata field 'tasks[{i}]': its address rows {begin}..{end - 1} use bases at or after "
+            f"{tasks[i]['bases'][1]}, added by a later task (they must be 0 there)")
 
 
 def _is_range(value: Any) -> bool:

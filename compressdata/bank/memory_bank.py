@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from compressdata.bank.format import (
     REQUIRED_KEYS,
     TASKS_SINCE,
     check_bank,
+    check_metadata_json,
     check_tasks,
     storage_accounting,
     version_tuple,
@@ -23,10 +25,24 @@ from compressdata.bank.format import (
 from compressdata.bank.io import read_bank_file, write_bank_file
 from compressdata.bank.metadata import EvaluationResult, Normalization, TrainingRecipe
 from compressdata.bank.query import LabelVectors, query_bank
-from compressdata.errors import BankFormatError
+from compressdata.errors import BankFormatError, DecodeMemoryError
 from compressdata.params import PARAMETERIZATIONS, get_parameterization
+from compressdata.params.base import DecodeMemory, Prepared
 
 _KNOWN_KEYS = set(REQUIRED_KEYS) | {"upsample", "recipe", "provenance", "evaluations", "tasks"}
+DECODE_LIMIT_BYTES = 4 * 2**30
+DECODE_LIMIT_ENV = "COMPRESSDATA_MAX_DECODE_BYTES"
+FLOAT64 = 8
+
+
+def decode_limit() -> int:
+    """The most working memory (bytes) one decode may allocate: $COMPRESSDATA_MAX_DECODE_BYTES, else 4 GiB."""
+    text = os.environ.get(DECODE_LIMIT_ENV)
+    if text is None:
+        return DECODE_LIMIT_BYTES
+    if not text.strip().isdigit():
+        raise ValueError(f"{DECODE_LIMIT_ENV} must be a number of bytes, got {text!r}")
+    return int(text)
 
 
 class MemoryBank:
@@ -82,8 +98,11 @@ class MemoryBank:
         self.evaluations = list(evaluations or [])
         self.tasks = tasks
         self.extra_metadata = dict(extra_metadata or {})
-        self._prepared: dict[torch.device, dict[str, torch.Tensor]] = {}
-        check_bank(self.all_tensors(), self.metadata())
+        self.dropped_tasks: str | None = None  # why a 1.0 file's opaque 'tasks' was not kept (warned on save)
+        self._prepared: dict[torch.device, Prepared] = {}
+        meta = self.metadata()
+        check_metadata_json(meta)
+        check_bank(self.all_tensors(), meta)
 
     def _stored_size(self) -> tuple[int, int]:
         if self.kind == "memory":
@@ -125,20 +144,67 @@ class MemoryBank:
     # ---- decoding ---------------------------------------------------------------------------
     def decode(self, index: torch.Tensor | Sequence[int] | slice | None = None,
                device: torch.device | str | None = None) -> torch.Tensor:
-        """Decode examples (all when `index` is None) to float32 [n, C, H, W] in the bank's space."""
+        """Decode examples (all when `index` is None) to float32 [n, C, H, W] in the bank's space.
+
+        Raises `DecodeMemoryError` when the batch needs more working memory than `decode_limit()`
+        (see `decode_memory`); decode fewer examples at a time then."""
+        self._check_decode_memory(self._batch_size(index), self.decode_memory())
         prepared = self.prepared_on(device)
         if index is not None and not isinstance(index, slice):
-            index = torch.as_tensor(index, dtype=torch.int64, device=next(iter(prepared.values())).device)
+            index = torch.as_tensor(index, dtype=torch.int64, device=prepared[self.kind_tensor].device)
         return get_parameterization(self.kind).decode_prepared(prepared, index)
 
     def decode_pixels(self, index: torch.Tensor | Sequence[int] | slice | None = None,
                       device: torch.device | str | None = None) -> torch.Tensor:
         """Decode and undo the recorded normalisation: float32 pixels clamped to [0, 1]."""
+        self._check_decode_memory(self._batch_size(index), self.decode_memory(pixels=True))
         return self.to_pixels(self.decode(index, device))
 
     def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
-        """Map decoded examples from the bank's space to [0, 1] pixels."""
-        return self.normalization.invert(x).clamp_(0.0, 1.0)
+        """Map decoded examples from the bank's space to [0, 1] pixels (BankFormatError when the
+        bank's `zca_whiten` is singular, so pixels cannot be recovered)."""
+        try:
+            return self.normalization.invert(x).clamp_(0.0, 1.0)
+        except torch.linalg.LinAlgError as e:
+            raise BankFormatError(f"tensor 'zca_whiten': singular, so decoded examples cannot be mapped back "
+                                  f"to pixels (spec section 5 needs it invertible): {e}") from None
+
+    def decode_memory(self, pixels: bool = False) -> DecodeMemory:
+        """Working memory a decode allocates beyond the stored tensors (spec 4.7): `prepared` bytes
+        once per device, `per_example` bytes for each example of a batch. pixels=True: for
+        `decode_pixels` (with ZCA, the binary64 inversion of the whitening matrix)."""
+        shapes = {name: tuple(t.shape) for name, t in self.tensors.items()}
+        memory = get_parameterization(self.kind).decode_memory(shapes, self.image_size)
+        if not pixels:
+            return memory
+        d = math.prod(self.image_shape)
+        zca = self.normalization.uses_zca
+        return DecodeMemory(memory.prepared + (2 * FLOAT64 * d * d if zca else 0),
+                            memory.per_example + 4 * d + (2 * FLOAT64 * d if zca else 0))
+
+    def _batch_size(self, index: torch.Tensor | Sequence[int] | slice | None) -> int:
+        if index is None:
+            return len(self)
+        if isinstance(index, slice):
+            return len(range(*index.indices(len(self))))
+        return int(torch.as_tensor(index).numel())
+
+    def _check_decode_memory(self, n: int, memory: DecodeMemory) -> None:
+        limit = decode_limit()
+        needed = memory.for_examples(n)
+        if needed > limit:
+            batch = memory.max_batch(limit)
+            advice = (f"decode at most {batch} examples at a time" if batch else
+                      "this bank cannot be decoded within the limit")
+            raise DecodeMemoryError(
+                f"decoding {n} examples needs {format_bytes(needed)} of working memory ("
+                f"{format_bytes(memory.prepared)} once + {format_bytes(memory.per_example)} per example), over the "
+                f"limit of {format_bytes(limit)} (${DECODE_LIMIT_ENV}): {advice}")
+
+    @property
+    def kind_tensor(self) -> str:
+        """The stored tensor whose rows are the examples (memory: `addresses`)."""
+        return {"memory": "addresses", "pixels": "pixels", "lowrank": "lowrank_u"}[self.kind]
 
     def query(self, label_vectors: LabelVectors, n_per_query: int | None = None,
               device: torch.device | str | None = None) -> torch.Tensor:
@@ -158,7 +224,7 @@ class MemoryBank:
         y and divided by sum(y) (for index labels: y / sum(y))."""
         return query_bank(self, label_vectors, n_per_query, device, with_targets=True)
 
-    def prepared_on(self, device: torch.device | str | None) -> dict[str, torch.Tensor]:
+    def prepared_on(self, device: torch.device | str | None) -> Prepared:
         """The kind's prepared tensors (e.g. upsampled bases) on `device`, computed once per device."""
         device = torch.device(device) if device is not None else next(iter(self.tensors.values())).device
         if device not in self._prepared:
@@ -238,6 +304,9 @@ class MemoryBank:
     # ---- files ------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write the bank atomically (temp file + rename)."""
+        if self.dropped_tasks is not None:
+            warnings.warn(f"writing {path} without the 1.0 file's 'tasks' value, which is not valid task "
+                          f"metadata of format 1.1: {self.dropped_tasks}", stacklevel=2)
         write_bank_file(self.all_tensors(), self.metadata(), path)
 
     @classmethod
@@ -256,15 +325,13 @@ class MemoryBank:
         """Build a bank from already validated file contents."""
         kind_tensors = {n: tensors[n] for n in PARAMETERIZATIONS[meta["kind"]].tensor_names}
         _, h, w = meta["image_shape"]
-        tasks = meta.get("tasks")
+        tasks, dropped = meta.get("tasks"), None
         if tasks is not None and version_tuple(meta["format_version"]) < TASKS_SINCE:
             try:  # opaque in 1.0 files: kept when it means what 1.1 defines, else dropped (spec 3.11)
                 check_tasks(tasks, meta["kind"], tensors, meta["label_space"], len(meta["classes"]))
             except BankFormatError as e:
-                warnings.warn(f"dropping the 1.0 file's 'tasks' value, which is not valid task metadata "
-                              f"of format 1.1: {e.problem}", stacklevel=2)
-                tasks = None
-        return cls(
+                tasks, dropped = None, e.problem
+        bank = cls(
             **kind_tensors,
             labels=tensors["labels"],
             classes=meta["classes"],
@@ -278,6 +345,8 @@ class MemoryBank:
             tasks=tasks,
             extra_metadata={k: v for k, v in meta.items() if k not in _KNOWN_KEYS},
         )
+        bank.dropped_tasks = dropped
+        return bank
 
     # ---- Hub and exports ---------------------------------------------------------------------
     def push_to_hub(self, repo_id: str, config: str | None = None, private: bool = False,
@@ -305,6 +374,18 @@ class MemoryBank:
     def __repr__(self) -> str:
         return (f"MemoryBank(kind={self.kind!r}, examples={len(self)}, image_shape={self.image_shape}, "
                 f"classes={self.num_classes}, ipc_equivalent={self.storage['ipc_equivalent']})")
+
+
+def format_bytes(n: int) -> str:
+    """1536 -> '1.5 KiB'."""
+    if n < 1024:
+        return f"{n} B"
+    value, unit = n / 1024, "KiB"
+    for bigger in ("MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f} {unit}"
 
 
 def _infer_kind(given: dict[str, torch.Tensor]) -> str:

@@ -6,6 +6,7 @@ in `extra` so a reader never drops what a newer writer added.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -145,10 +146,7 @@ class EvaluationResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.accuracies:
-            t = torch.tensor(self.accuracies, dtype=torch.float64)
-            self.mean = float(t.mean())
-            self.std = float(t.std(unbiased=False)) if len(self.accuracies) > 1 else 0.0
+        self.mean, self.std = accuracy_mean_std(self.accuracies)
 
     @property
     def networks(self) -> int:
@@ -213,3 +211,22 @@ def _is_evaluation(d: Any) -> bool:
 
 def _is_baselines(d: Any) -> bool:
     return isinstance(d, dict) and all(isinstance(k, str) and _is_evaluation(v) for k, v in d.items())
+
+
+def accuracy_mean_std(accuracies: list[float]) -> tuple[float, float]:
+    """(mean, population std) exactly as spec 3.9 computes them, so that every writer produces the same
+    canonical bytes: binary64 sums taken left to right in list order; mean = sum / n; std =
+    sqrt(sum of (a - mean)^2 / n); (0.0, 0.0) for an empty list and std 0.0 for one entry."""
+    n = len(accuracies)
+    if n == 0:
+        return 0.0, 0.0
+    total = 0.0
+    for a in accuracies:
+        total += float(a)
+    mean = total / n
+    if n == 1:
+        return mean, 0.0
+    squares = 0.0
+    for a in accuracies:
+        squares += (float(a) - mean) * (float(a) - mean)
+    return mean, math.sqrt(squares / n)

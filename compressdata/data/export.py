@@ -7,12 +7,12 @@ bank stores them) travel as float32 vectors. Nothing is pickled.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,11 +22,12 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from compressdata.bank.memory_bank import MemoryBank
-from compressdata.files import atomic_write_bytes
+from compressdata.bank.memory_bank import MemoryBank, decode_limit
+from compressdata.files import atomic_directory, staging_directory
 
 DECODE_CHUNK = 1024
 IMAGE_FORMATS = ("pil", "array")
+MAX_FOLDER_NAME = 100  # characters of a class name kept in a PNG export's folder name
 
 
 def to_pil_images(pixels: torch.Tensor) -> list[Image.Image]:
@@ -64,8 +65,10 @@ def _select(bank: MemoryBank, index: Sequence[int] | torch.Tensor | None) -> tor
     return index
 
 
-def _batches(index: torch.Tensor, desc: str) -> Iterator[torch.Tensor]:
-    chunks = index.split(DECODE_CHUNK)
+def _batches(bank: MemoryBank, index: torch.Tensor, desc: str) -> Iterator[torch.Tensor]:
+    """`index` in chunks of at most DECODE_CHUNK examples, fewer when their decode would pass the limit."""
+    chunk = max(1, min(DECODE_CHUNK, bank.decode_memory(pixels=True).max_batch(decode_limit())))
+    chunks = index.split(chunk)
     yield from tqdm(chunks, desc=desc, leave=False, disable=len(chunks) < 2)
 
 
@@ -123,7 +126,7 @@ def to_hf_dataset(bank: MemoryBank, lazy: bool = False, image_format: str = "pil
 
         return dataset.with_transform(transform)
     images: list[Any] = []
-    for chunk in _batches(torch.arange(len(bank)), "decoding bank"):
+    for chunk in _batches(bank, torch.arange(len(bank)), "decoding bank"):
         images += decode(chunk)
     columns = {"image": images, **columns}
     return datasets.Dataset.from_dict(
@@ -140,7 +143,7 @@ def iter_samples(
     selected = _select(bank, index)
     width = max(6, len(str(max(len(bank) - 1, 0))))
     hard = bank.hard_labels()
-    for chunk in _batches(selected, "encoding samples"):
+    for chunk in _batches(bank, selected, "encoding samples"):
         for i, image in zip(chunk.tolist(), to_pil_images(bank.decode_pixels(chunk)), strict=True):
             sample = {
                 "__key__": f"{i:0{width}d}",
@@ -176,8 +179,7 @@ def export_webdataset(
             f"pattern must hold one integer field such as %06d, got {pattern!r}"
         ) from None
     target_dir = Path(first).parent
-    target_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".wds-", dir=target_dir))
+    staging = staging_directory(target_dir / "webdataset-shards")  # no % in the folder: the pattern is formatted
     try:
         staged = str(staging / Path(pattern).name)
         with wds.ShardWriter(staged, maxcount=maxcount, verbose=0) as sink:
@@ -194,28 +196,50 @@ def export_webdataset(
 
 
 def class_folder_names(classes: Sequence[str]) -> list[str]:
-    """Folder names whose sorted order is the class order: "03-Dress" (unsafe characters -> _)."""
+    """Folder names whose sorted order is the class order: "03-Dress" (unsafe characters -> _; a long
+    name is cut to MAX_FOLDER_NAME characters and given a short hash, so names stay distinct and valid)."""
     width = len(str(max(len(classes) - 1, 0)))
-    return [f"{i:0{width}d}-{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}"
-            for i, name in enumerate(classes)]
+    names = []
+    for i, name in enumerate(classes):
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+        if len(safe) > MAX_FOLDER_NAME:
+            digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+            safe = f"{safe[:MAX_FOLDER_NAME]}-{digest}"
+        names.append(f"{i:0{width}d}-{safe}")
+    return names
 
 
 def export_png(
     bank: MemoryBank, out_dir: str | os.PathLike, index: Sequence[int] | torch.Tensor | None = None
 ) -> list[str]:
     """Write an ImageFolder tree: OUT/<NN-class>/<index>.png, plus OUT/classes.json (the exact
-    class names in order). Folder names sort in class order. Returns the image paths."""
+    class names in order). Folder names sort in class order. Returns the image paths.
+
+    The tree is written in a hidden folder beside OUT and renamed to OUT when complete, so a failure
+    (a full disk) leaves no partial export; OUT must not exist or be an empty folder."""
     _check_image_bank(bank, "export_png")
     out = Path(out_dir)
     folders = class_folder_names(bank.classes)
     hard = bank.hard_labels()
     selected = _select(bank, index)
     width = max(6, len(str(max(len(bank) - 1, 0))))
-    written = []
-    for chunk in _batches(selected, "writing PNGs"):
-        for i, image in zip(chunk.tolist(), to_pil_images(bank.decode_pixels(chunk)), strict=True):
-            path = out / folders[int(hard[i])] / f"{i:0{width}d}.png"
-            atomic_write_bytes(path, png_bytes(image))
-            written.append(str(path))
-    atomic_write_bytes(out / "classes.json", json.dumps(list(bank.classes), indent=1).encode())
-    return written
+    relative = []
+    with atomic_directory(out) as staging:
+        for chunk in _batches(bank, selected, "writing PNGs"):
+            for i, image in zip(chunk.tolist(), to_pil_images(bank.decode_pixels(chunk)), strict=True):
+                path = Path(folders[int(hard[i])]) / f"{i:0{width}d}.png"
+                (staging / path.parent).mkdir(exist_ok=True)
+                (staging / path).write_bytes(png_bytes(image))
+                relative.append(path)
+        names = json.dumps(list(bank.classes), indent=1, ensure_ascii=True)
+        (staging / "classes.json").write_text(names, encoding="ascii")
+    return [str(out / path) for path in relative]
+
+
+def save_hf_dataset(bank: MemoryBank, out_dir: str | os.PathLike) -> Any:
+    """`to_hf_dataset(bank)` saved with `datasets`' `save_to_disk` into `out_dir`, written in a
+    hidden folder beside it and renamed when complete (`out_dir` must not exist or be empty)."""
+    dataset = to_hf_dataset(bank)
+    with atomic_directory(out_dir) as staging:
+        dataset.save_to_disk(str(staging))
+    return dataset

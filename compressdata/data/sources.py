@@ -558,7 +558,11 @@ def load_webdataset(pattern: str, split: str = "train", download: bool = False,
         if ext is not None:
             images.append(Image.open(io.BytesIO(sample[ext])))
         elif "npy" in sample:
-            arrays.append(_array_to_nchw(np.load(io.BytesIO(sample["npy"])), name, batched=False))
+            try:
+                array = np.load(io.BytesIO(sample["npy"]), allow_pickle=False)
+            except ValueError as e:  # object arrays (pickles) are refused, never unpickled
+                raise ValueError(f"{name}: sample {key}: .npy member is not a plain numeric array ({e})") from None
+            arrays.append(_array_to_nchw(array, name, batched=False))
         else:
             raise ValueError(f"{name}: sample {key} has no image member "
                              f"(.{', .'.join(image_exts)} or .npy); members: {sorted(sample)}")

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from compressdata.bank.format import canonical_json
+from compressdata.bank.io import SAFETENSORS_DTYPE_SIZES, parse_metadata_json, read_container
+from compressdata.errors import BankFormatError, CheckpointError
 from compressdata.files import atomic_write
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -61,36 +62,95 @@ def load_checkpoint(directory: str | os.PathLike,
                     device: torch.device | str = "cpu") -> tuple[DistillState, dict[str, Any]]:
     """Read a checkpoint directory -> (state with tensors on `device`, the saved config dict).
 
-    FileNotFoundError when there is none; ValueError naming the problem when it is not valid.
+    FileNotFoundError when there is none; `CheckpointError` naming the file and the field when it is
+    not a valid checkpoint (`check_resumed_state` then checks it against the run that resumes it).
     """
     path = Path(directory) / CHECKPOINT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint to resume from: {path} does not exist")
-    try:
-        tensors = load_file(path)
-        with safe_open(path, framework="pt") as f:
-            raw = (f.metadata() or {}).get(_KEY)
-    except (SafetensorError, OSError) as e:
-        raise ValueError(f"{path}: not a readable safetensors checkpoint ({e})") from None
-    if raw is None:
-        raise ValueError(f"{path}: no '{_KEY}' metadata; not a compressdata distill checkpoint")
-    meta = json.loads(raw)
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise ValueError(f"{path}: expected format {FORMAT!r} version {VERSION}, got "
-                         f"{meta.get('format')!r} version {meta.get('version')!r}")
-    if "rng.master" not in tensors or tensors["rng.master"].dtype != torch.uint8:
-        raise ValueError(f"{path}: missing the uint8 tensor 'rng.master'")
-    theta = {k[6:]: v.to(device) for k, v in tensors.items() if k.startswith("theta.")}
-    momentum = {k[9:]: v.to(device) for k, v in tensors.items() if k.startswith("momentum.")}
-    second = {k[14:]: v.to(device) for k, v in tensors.items() if k.startswith("second_moment.")}
+    tensors, meta = read_run_file(path, _KEY, "checkpoint")
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION or isinstance(meta.get("version"), bool):
+        raise CheckpointError(f"expected format {FORMAT!r} version {VERSION}, got "
+                              f"{meta.get('format')!r} version {meta.get('version')!r}", str(path))
+    iteration = meta.get("iteration")
+    if not isinstance(iteration, int) or isinstance(iteration, bool) or iteration < 0:
+        raise CheckpointError(f"field 'iteration': expected an integer >= 0, got {iteration!r}", str(path))
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"field 'config': expected an object, got {type(meta.get('config')).__name__}",
+                              str(path))
+    groups: dict[str, dict[str, torch.Tensor]] = {"theta": {}, "momentum": {}, "second_moment": {}}
+    for name, tensor in tensors.items():
+        group, _, key = name.partition(".")
+        if name != "rng.master" and (group not in groups or not key):
+            raise CheckpointError(f"unexpected tensor {name!r} (expected theta.*, momentum.*, second_moment.* "
+                                  "and rng.master)", str(path))
+        if group in groups:
+            groups[group][key] = tensor
+    rng = tensors.get("rng.master")
+    _check_rng(rng, path)
+    theta, momentum, second = groups["theta"], groups["momentum"], groups["second_moment"]
     if not theta or set(theta) != set(momentum):
-        raise ValueError(f"{path}: theta tensors {sorted(theta)} and momentum buffers "
-                         f"{sorted(momentum)} must be the same non-empty set")
+        raise CheckpointError(f"theta tensors {sorted(theta)} and momentum buffers "
+                              f"{sorted(momentum)} must be the same non-empty set", str(path))
     if second and set(second) != set(theta):
-        raise ValueError(f"{path}: second moments {sorted(second)} must be none (sgd) or one per theta "
-                         f"tensor {sorted(theta)} (adam)")
-    state = DistillState(int(meta["iteration"]), theta, momentum, tensors["rng.master"], second)
+        raise CheckpointError(f"second moments {sorted(second)} must be none (sgd) or one per theta "
+                              f"tensor {sorted(theta)} (adam)", str(path))
+    for key, value in theta.items():
+        if not value.is_floating_point() or not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"tensor 'theta.{key}': expected finite floating-point values", str(path))
+        for group in ("momentum", "second_moment"):
+            buffer = groups[group].get(key)
+            if buffer is not None and (buffer.shape != value.shape or buffer.dtype != value.dtype):
+                raise CheckpointError(f"tensor '{group}.{key}': expected {str(value.dtype).removeprefix('torch.')}"
+                                      f"{list(value.shape)} like theta.{key}, got "
+                                      f"{str(buffer.dtype).removeprefix('torch.')}{list(buffer.shape)}", str(path))
+    state = DistillState(iteration, {k: v.to(device) for k, v in theta.items()},
+                         {k: v.to(device) for k, v in momentum.items()}, rng,
+                         {k: v.to(device) for k, v in second.items()})
     return state, meta["config"]
+
+
+def check_resumed_state(state: DistillState, expected: dict[str, torch.Tensor], iterations: int,
+                        directory: str | os.PathLike) -> None:
+    """A loaded state fits the run resuming it: the theta tensors a fresh start of that run makes
+    (`expected`: names, shapes, dtypes) and at most `iterations` (the saved run's) done."""
+    path = str(Path(directory) / CHECKPOINT_FILE)
+    if state.iteration > iterations:
+        raise CheckpointError(f"field 'iteration': {state.iteration} is more than the {iterations} iterations "
+                              "of the run it was saved by", path)
+    if set(state.theta) != set(expected):
+        raise CheckpointError(f"theta tensors {sorted(state.theta)} differ from this run's {sorted(expected)}", path)
+    for key, want in expected.items():
+        got = state.theta[key]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            raise CheckpointError(f"tensor 'theta.{key}': this run needs {str(want.dtype).removeprefix('torch.')}"
+                                  f"{list(want.shape)}, the checkpoint has "
+                                  f"{str(got.dtype).removeprefix('torch.')}{list(got.shape)}", path)
+
+
+def _check_rng(rng: torch.Tensor | None, path: Path) -> None:
+    reference = torch.Generator().get_state()
+    if rng is None or rng.dtype != torch.uint8 or rng.shape != reference.shape:
+        got = "missing" if rng is None else f"{str(rng.dtype).removeprefix('torch.')}{list(rng.shape)}"
+        raise CheckpointError(f"tensor 'rng.master': expected the uint8{list(reference.shape)} state of a CPU "
+                              f"generator, got {got}", str(path))
+    try:
+        torch.Generator().set_state(rng)
+    except RuntimeError as e:
+        raise CheckpointError(f"tensor 'rng.master': not a valid generator state ({e})", str(path)) from None
+
+
+def read_run_file(path: Path, key: str, what: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, metadata object under `key`) of a safetensors file a run wrote (checkpoint, expert
+    trajectory, teacher), read header first like a bank; `CheckpointError` naming the file otherwise."""
+    try:
+        container = read_container(path, dtype_sizes=SAFETENSORS_DTYPE_SIZES, what=what)
+        raw = (container.metadata or {}).get(key)
+        if raw is None:
+            raise BankFormatError(f"no '{key}' metadata: not a compressdata {what} file")
+        return container.tensors(), parse_metadata_json(raw, f"__metadata__[{key!r}]")
+    except BankFormatError as e:
+        raise CheckpointError(e.problem, str(path)) from None
 
 
 class MetricsLog:
@@ -103,6 +163,10 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def clear(self) -> None:
+        """Remove the log (a fresh run starts its metrics fresh)."""
+        self.path.unlink(missing_ok=True)
 
     def records(self) -> list[dict[str, Any]]:
         """Every complete record in the log (a torn last line is skipped)."""

@@ -20,13 +20,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from compressdata.bank.format import canonical_json
+from compressdata.bank.format import MAX_HEADER_BYTES, canonical_json
+from compressdata.bank.io import parse_metadata_json, read_regular_file
 from compressdata.data.sources import RealData, load_source
 from compressdata.data.zca import zca_normalization
+from compressdata.distill.checkpoint import read_run_file
+from compressdata.errors import BankFormatError, CheckpointError
 from compressdata.files import atomic_write
 from compressdata.models import build_model
 
@@ -108,10 +111,31 @@ def training_data(config: ExpertConfig, data: RealData | None = None) -> RealDat
 
 
 def _read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    with safe_open(str(path), framework="pt") as f:
-        meta = json.loads((f.metadata() or {})[_KEY])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    tensors, meta = read_run_file(path, _KEY, "expert trajectory")
     return meta, tensors
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest object (CheckpointError naming the file and the field when it is not one)."""
+    try:
+        manifest = parse_metadata_json(read_regular_file(path, MAX_HEADER_BYTES).decode("utf-8"), "the manifest")
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"not UTF-8 JSON text ({e})", str(path)) from None
+    except BankFormatError as e:
+        raise CheckpointError(e.problem, str(path)) from None
+    if manifest.get("format") != FORMAT:
+        raise CheckpointError(f"not an expert manifest (format {manifest.get('format')!r})", str(path))
+    if not isinstance(manifest.get("config"), dict):
+        raise CheckpointError(f"field 'config': expected an object, got {type(manifest.get('config')).__name__}",
+                              str(path))
+    return manifest
+
+
+def _manifest_config(manifest: dict[str, Any], path: Path) -> ExpertConfig:
+    try:
+        return ExpertConfig(**manifest["config"]).validate()
+    except (TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"field 'config': not valid expert settings ({e})", str(path)) from None
 
 
 def _write(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -136,7 +160,7 @@ def train_experts(config: ExpertConfig, directory: str | os.PathLike, data: Real
     directory.mkdir(parents=True, exist_ok=True)
     manifest_path = directory / MANIFEST
     if manifest_path.exists():
-        saved = ExpertConfig(**json.loads(manifest_path.read_text())["config"])
+        saved = _manifest_config(_read_manifest(manifest_path), manifest_path)
         if saved.comparable() != config.comparable():
             diff = sorted(k for k, v in config.comparable().items() if saved.comparable()[k] != v)
             raise ValueError(f"{directory} holds experts trained with different {', '.join(diff)}; "
@@ -161,10 +185,15 @@ def train_experts(config: ExpertConfig, directory: str | os.PathLike, data: Real
         start = 0
         if path.exists():
             meta, tensors = _read(path)
-            if meta.get("config") != asdict(config) | {"experts": meta["config"]["experts"]}:
+            saved = meta.get("config")
+            if not isinstance(saved, dict) or saved != asdict(config) | {"experts": saved.get("experts")}:
                 raise ValueError(f"{path} was trained with other settings; use another --out directory")
-            start = int(meta["epochs_done"])
-            last = {k: tensors[f"epoch_{start:04d}.{k}"] for k in names}
+            start = meta.get("epochs_done")
+            if not isinstance(start, int) or isinstance(start, bool) or not 0 <= start <= config.epochs:
+                raise CheckpointError(f"field 'epochs_done': expected an integer in 0..{config.epochs}, got "
+                                      f"{start!r}", str(path))
+            last = {k: tensors.get(f"epoch_{start:04d}.{k}") for k in names}
+            _check_parameters(last, {k: tuple(v.shape) for k, v in model.named_parameters()}, path, start)
             model.load_state_dict(last, strict=False)
         bar.update(min(start, config.epochs))
         for epoch in range(start, config.epochs):
@@ -207,8 +236,27 @@ def _train_epoch(model: torch.nn.Module, images: torch.Tensor, labels: torch.Ten
     return total / max(count, 1)
 
 
+def _check_parameters(params: dict[str, torch.Tensor | None], shapes: dict[str, tuple[int, ...]], path: Path,
+                      epoch: int) -> None:
+    """Every parameter of `shapes` present as finite float32 of that shape (CheckpointError otherwise)."""
+    for name, shape in shapes.items():
+        value = params.get(name)
+        field = f"epoch_{epoch:04d}.{name}"
+        if value is None:
+            raise CheckpointError(f"tensor {field!r} is missing", str(path))
+        if value.dtype != torch.float32 or tuple(value.shape) != shape:
+            raise CheckpointError(f"tensor {field!r}: expected float32{list(shape)}, got "
+                                  f"{str(value.dtype).removeprefix('torch.')}{list(value.shape)}", str(path))
+        if not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"tensor {field!r}: contains NaN or Inf", str(path))
+
+
 class ExpertStore:
-    """Read access to an expert directory: its settings and any expert's parameters at any epoch."""
+    """Read access to an expert directory: its settings and any expert's parameters at any epoch.
+
+    Every field of the manifest and, on first use, every expert file is checked (CheckpointError
+    naming the file and the field); `check_parameters` fixes the parameter shapes of the run's
+    network, which every expert must have."""
 
     def __init__(self, directory: str | os.PathLike):
         self.directory = Path(directory)
@@ -216,21 +264,76 @@ class ExpertStore:
         if not path.is_file():
             raise FileNotFoundError(f"no expert trajectories in {self.directory}: {MANIFEST} is missing "
                                     "(make them with `compressdata experts --out DIR`)")
-        manifest = json.loads(path.read_text())
-        if manifest.get("format") != FORMAT:
-            raise ValueError(f"{path} is not an expert manifest (format {manifest.get('format')!r})")
-        self.config = ExpertConfig(**manifest["config"])
-        self.parameters: list[str] = list(manifest["parameters"])
-        self.epochs = {int(e["index"]): int(e["epochs"]) for e in manifest["experts"]}
+        manifest = _read_manifest(path)
+        self.config = _manifest_config(manifest, path)
+        parameters = manifest.get("parameters")
+        if not (isinstance(parameters, list) and parameters and all(isinstance(p, str) and p for p in parameters)
+                and len(set(parameters)) == len(parameters)):
+            raise CheckpointError(f"field 'parameters': expected distinct parameter names, got {parameters!r:.200}",
+                                  str(path))
+        self.parameters: list[str] = parameters
+        self.epochs = _manifest_epochs(manifest.get("experts"), self.config.epochs, path)
+        self.shapes: dict[str, tuple[int, ...]] | None = None
+        self._checked: set[int] = set()
 
     def complete(self, epochs: int) -> list[int]:
         """Indices of the experts with at least `epochs` epochs stored."""
         return sorted(i for i, n in self.epochs.items() if n >= epochs)
+
+    def check_parameters(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Require every expert to hold exactly these parameters (the run's network) with these shapes."""
+        if set(shapes) != set(self.parameters):
+            raise CheckpointError(f"field 'parameters': the experts hold {sorted(self.parameters)}, the run's "
+                                  f"network has {sorted(shapes)}", str(self.directory / MANIFEST))
+        self.shapes = {k: tuple(v) for k, v in shapes.items()}
+        self._checked.clear()
 
     def load(self, expert: int, epoch: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         """Parameters of `expert` after `epoch` epochs (0 = initialisation), by parameter name."""
         if self.epochs.get(expert, -1) < epoch:
             raise ValueError(f"expert {expert} has {self.epochs.get(expert, 0)} epochs stored; "
                              f"epoch {epoch} was asked for")
-        with safe_open(str(expert_file(self.directory, expert)), framework="pt", device=str(device)) as f:
-            return {k: f.get_tensor(f"epoch_{epoch:04d}.{k}") for k in self.parameters}
+        path = expert_file(self.directory, expert)
+        if expert not in self._checked:
+            self._check_file(expert, path)
+        try:
+            with safe_open(str(path), framework="pt", device=str(device)) as f:
+                return {k: f.get_tensor(f"epoch_{epoch:04d}.{k}") for k in self.parameters}
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"cannot read epoch {epoch} ({e})", str(path)) from None
+
+    def _check_file(self, expert: int, path: Path) -> None:
+        """The file of `expert`: its metadata matches the manifest, and every epoch it should hold is
+        there with the expected parameter shapes (epoch 0's, or the run's network's)."""
+        if not path.is_file():
+            raise CheckpointError(f"expert {expert}'s file is missing", str(path))
+        meta, tensors = _read(path)
+        saved = meta.get("config")
+        done = meta.get("epochs_done")
+        if meta.get("format") != FORMAT or meta.get("expert") != expert or isinstance(meta.get("expert"), bool):
+            raise CheckpointError(f"fields 'format', 'expert': expected {FORMAT!r} and {expert}, got "
+                                  f"{meta.get('format')!r} and {meta.get('expert')!r}", str(path))
+        if not isinstance(saved, dict) or saved != asdict(self.config) | {"experts": saved.get("experts")}:
+            raise CheckpointError("field 'config': differs from the manifest's settings", str(path))
+        if not isinstance(done, int) or isinstance(done, bool) or done < self.epochs[expert]:
+            raise CheckpointError(f"field 'epochs_done': expected an integer >= {self.epochs[expert]} (the "
+                                  f"manifest's), got {done!r}", str(path))
+        first = {k: tensors.get(f"epoch_0000.{k}") for k in self.parameters}
+        shapes = self.shapes or {k: tuple(v.shape) for k, v in first.items() if v is not None}
+        for epoch in range(self.epochs[expert] + 1):
+            _check_parameters({k: tensors.get(f"epoch_{epoch:04d}.{k}") for k in self.parameters},
+                              {k: shapes.get(k, ()) for k in self.parameters}, path, epoch)
+        self._checked.add(expert)
+
+
+def _manifest_epochs(experts: Any, max_epochs: int, path: Path) -> dict[int, int]:
+    """{expert index: epochs stored} from the manifest's `experts` list."""
+    out: dict[int, int] = {}
+    for i, item in enumerate(experts if isinstance(experts, list) else [None]):
+        ok = isinstance(item, dict) and all(isinstance(item.get(k), int) and not isinstance(item.get(k), bool)
+                                            for k in ("index", "epochs"))
+        if not ok or not (item["index"] >= 0 and 0 <= item["epochs"] <= max_epochs) or item["index"] in out:
+            raise CheckpointError(f"field 'experts[{i}]': expected {{index: int >= 0, epochs: 0..{max_epochs}}} "
+                                  f"(each index once), got {item!r:.200}", str(path))
+        out[item["index"]] = item["epochs"]
+    return out

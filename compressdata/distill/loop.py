@@ -32,6 +32,7 @@ from compressdata.distill.checkpoint import (
     METRICS_FILE,
     DistillState,
     MetricsLog,
+    check_resumed_state,
     load_checkpoint,
     save_checkpoint,
 )
@@ -48,7 +49,7 @@ from compressdata.distill.objectives import EXTRA_THETA, FINISHERS
 from compressdata.distill.outer import outer_adam_step, outer_sgd_step, scheduled_lr
 from compressdata.distill.parallel import iteration_objective
 from compressdata.distill.run import DistillRun
-from compressdata.errors import DivergenceError
+from compressdata.errors import CheckpointError, DivergenceError
 from compressdata.evaluate import evaluate_tensors
 from compressdata.params import Layout, get_parameterization, layout_for_budget
 from compressdata.runtime.allocator import active_allocator
@@ -127,13 +128,16 @@ def distill(config: DistillConfig, data: RealData | None = None, *, progress: bo
 def _initial_state(run: DistillRun, log: Callable[[str], None]) -> DistillState:
     config = run.config
     if config.resume:
-        state, saved = load_checkpoint(config.checkpoint_dir, run.device)
-        different = config.differences(DistillConfig.from_dict(saved))
+        state, saved_dict = load_checkpoint(config.checkpoint_dir, run.device)
+        saved = _saved_config(saved_dict, config.checkpoint_dir)
+        different = config.differences(saved)
         if different:
             raise ValueError(f"cannot resume from {config.checkpoint_dir}: the checkpoint was made "
                              f"with different {', '.join(different)} (only "
                              f"{', '.join(sorted(config.resumable_changes))} may change)")
         _check_buffers(config, state, config.checkpoint_dir)
+        expected = _fresh_theta(run, torch.Generator().manual_seed(config.seed))
+        check_resumed_state(state, expected, saved.iterations, config.checkpoint_dir)
         log(f"resuming from {config.checkpoint_dir} at iteration {state.iteration}")
         if current_world().is_main:
             MetricsLog(Path(config.checkpoint_dir) / METRICS_FILE).truncate_after(state.iteration)
@@ -141,7 +145,18 @@ def _initial_state(run: DistillRun, log: Callable[[str], None]) -> DistillState:
     if config.checkpoint_dir and (Path(config.checkpoint_dir) / CHECKPOINT_FILE).exists():
         raise ValueError(f"{config.checkpoint_dir} already holds a checkpoint of a run: continue it "
                          "with resume (--resume), or use another checkpoint directory")
+    if config.checkpoint_dir and current_world().is_main:  # a run killed before its first checkpoint left these
+        MetricsLog(Path(config.checkpoint_dir) / METRICS_FILE).clear()
     generator = torch.Generator().manual_seed(config.seed)
+    theta = {k: v.to(run.device) for k, v in _fresh_theta(run, generator).items()}
+    momentum = {k: torch.zeros_like(v) for k, v in theta.items()}
+    second = {k: torch.zeros_like(v) for k, v in theta.items()} if config.resolved_optimizer[0] == "adam" else {}
+    return DistillState(0, theta, momentum, generator.get_state(), second)
+
+
+def _fresh_theta(run: DistillRun, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """The learnable tensors a fresh start of `run` begins from (CPU), drawn from `generator`."""
+    config = run.config
     theta = init_theta(run.synthetic, run.layout, config.resolved_init, run.real, generator,
                        run.data.image_shape)
     if config.learn_labels:
@@ -149,10 +164,16 @@ def _initial_state(run: DistillRun, log: Callable[[str], None]) -> DistillState:
     extra = EXTRA_THETA.get(config.objective)
     if extra is not None:
         theta.update(extra(run))
-    theta = {k: v.to(run.device) for k, v in theta.items()}
-    momentum = {k: torch.zeros_like(v) for k, v in theta.items()}
-    second = {k: torch.zeros_like(v) for k, v in theta.items()} if config.resolved_optimizer[0] == "adam" else {}
-    return DistillState(0, theta, momentum, generator.get_state(), second)
+    return theta
+
+
+def _saved_config(saved: dict[str, Any], directory: str | None) -> DistillConfig:
+    """The checkpoint's run configuration (CheckpointError naming the field when it is not one)."""
+    path = str(Path(directory or ".") / CHECKPOINT_FILE)
+    try:
+        return DistillConfig.from_dict(saved).validate()
+    except (TypeError, ValueError, AttributeError, KeyError) as e:  # any value the saved JSON may hold
+        raise CheckpointError(f"field 'config': not a valid run configuration ({e})", path) from None
 
 
 def _check_buffers(config: DistillConfig, state: DistillState, directory: str | None) -> None:

@@ -7,20 +7,20 @@ normalisation of its input space (mean, std, ZCA regularisation) and its trainin
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from compressdata.bank.format import canonical_json
 from compressdata.bank.metadata import Normalization, TrainingRecipe
 from compressdata.data.sources import RealData
+from compressdata.distill.checkpoint import read_run_file
+from compressdata.errors import CheckpointError
 from compressdata.evaluate import train_network
 from compressdata.files import atomic_write
 from compressdata.models import build_model
@@ -28,6 +28,7 @@ from compressdata.models import build_model
 FORMAT = "compressdata.teacher"
 VERSION = 1
 _KEY = "compressdata.teacher"
+TEACHER_ARCHS = ("convnet", "resnet18_bn")
 
 
 @dataclass
@@ -88,24 +89,42 @@ def save_teacher(teacher: Teacher, path: str | os.PathLike) -> Path:
 
 
 def load_teacher(path: str | os.PathLike, data: RealData, device: torch.device | str = "cpu") -> Teacher:
-    """Read a teacher file and check it fits `data` (classes, image shape, normalisation)."""
+    """Read a teacher file and check it fits `data` (classes, image shape, normalisation) and that its
+    tensors are exactly the network its metadata describes (CheckpointError naming the field)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"teacher file {path} does not exist (pass 'train' to train one)")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {})[_KEY])
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except (KeyError, json.JSONDecodeError, SafetensorError) as exc:
-        raise ValueError(f"{path} is not a compressdata teacher file ({exc})") from None
+    state, meta = read_run_file(path, _KEY, "teacher")
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a teacher file (format {meta.get('format')!r})")
+        raise CheckpointError(f"not a teacher file (format {meta.get('format')!r})", str(path))
     expected = {"num_classes": data.num_classes, "image_shape": list(data.image_shape),
                 "normalization": _norm_dict(data.normalization)}
     for key, value in expected.items():
         if meta.get(key) != value:
-            raise ValueError(f"teacher {path} does not fit the data: {key} expected {value!r}, "
-                             f"got {meta.get(key)!r}")
-    module = _build(meta["arch"], int(meta["width"]), data.image_shape, data.num_classes)
+            raise CheckpointError(f"field {key!r}: the teacher does not fit the data: expected {value!r}, "
+                                  f"got {meta.get(key)!r:.200}", str(path))
+    arch, width = meta.get("arch"), meta.get("width")
+    if arch not in TEACHER_ARCHS or not isinstance(width, int) or isinstance(width, bool) or width < 1:
+        raise CheckpointError(f"fields 'arch', 'width': expected one of {list(TEACHER_ARCHS)} and an integer "
+                              f">= 1, got {arch!r:.80} and {width!r:.80}", str(path))
+    try:
+        with torch.device("meta"):  # the shapes the described network has, without allocating it
+            described = _build(arch, width, data.image_shape, data.num_classes).state_dict()
+    except (RuntimeError, ValueError) as e:
+        raise CheckpointError(f"fields 'arch', 'width': no {arch} of width {width} for this data ({e})",
+                              str(path)) from None
+    if set(state) != set(described):
+        missing, extra = sorted(set(described) - set(state)), sorted(set(state) - set(described))
+        raise CheckpointError(f"tensors do not match a {arch} of width {width}: missing {missing[:5]}, "
+                              f"unexpected {extra[:5]}", str(path))
+    for name, want in described.items():
+        got = state[name]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            raise CheckpointError(f"tensor {name!r}: expected {str(want.dtype).removeprefix('torch.')}"
+                                  f"{list(want.shape)}, got {str(got.dtype).removeprefix('torch.')}"
+                                  f"{list(got.shape)}", str(path))
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            raise CheckpointError(f"tensor {name!r}: contains NaN or Inf", str(path))
+    module = _build(arch, width, data.image_shape, data.num_classes)
     module.load_state_dict(state)
     return Teacher(module.to(device).eval(), meta)

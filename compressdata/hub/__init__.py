@@ -10,6 +10,7 @@ from compressdata.hub.errors import (
     HubFileNotFoundError,
     HubPermissionError,
     HubRepoNotFoundError,
+    HubRevisionError,
     HubRevisionNotFoundError,
 )
 from compressdata.hub.load import fetch_hub_bank, is_hub_id, load_hub_bank, parse_hub_id
@@ -24,6 +25,7 @@ __all__ = [
     "HubFileNotFoundError",
     "HubPermissionError",
     "HubRepoNotFoundError",
+    "HubRevisionError",
     "HubRevisionNotFoundError",
     "fetch_hub_bank",
     "is_hub_id",

@@ -26,6 +26,7 @@ import yaml
 
 from compressdata.bank.memory_bank import MemoryBank
 from compressdata.bank.metadata import FULL_DATA, RANDOM_REAL, EvaluationResult
+from compressdata.safe_text import code_fence, markdown_text
 
 CARD_NAME = "README.md"
 MANIFEST_KEY = "compressdata"
@@ -98,6 +99,11 @@ class BankEntry:
             if not re.fullmatch(r"[0-9a-f]{64}", d[key]):
                 raise ValueError(f"manifest field {key!r}: expected 64 hex digits, got {d[key]!r}")
         check_config_name(d["config"])
+        if d["path"] != bank_file(d["config"]):
+            raise ValueError(f"manifest field 'path': expected {bank_file(d['config'])!r} for config "
+                             f"{d['config']!r}, got {d['path']!r:.200}")
+        if d["size"] < 8:
+            raise ValueError(f"manifest field 'size': expected the bank's byte size, got {d['size']}")
         return cls(**{key: d[key] for key in types})
 
 
@@ -207,13 +213,14 @@ def render_card(
     sources = sorted({s for _, b in banks if (s := _source(b))})
     pretty = f"{', '.join(sources) or repo_id.split('/')[-1]} memory bank"
     meta = front_matter(banks, license, pretty)
+    shown_sources = ", ".join(markdown_text(s) for s in sources)
     yaml_text = yaml.safe_dump(meta, sort_keys=False, allow_unicode=False, width=1000)
     several = len(banks) > 1
     config_arg = f', config="{banks[0][0].config}"' if several else ""
     lines = [
-        f"# {pretty}",
+        f"# {markdown_text(pretty)}",
         "",
-        f"A **memory bank** distilled from {', '.join(sources) or 'a labelled image dataset'} "
+        f"A **memory bank** distilled from {shown_sources or 'a labelled image dataset'} "
         "with [compressdata](https://pypi.org/project/compressdata/): a small set of stored "
         "tensors (for the `memory` kind, K bases shared by all classes plus one address row per "
         "example; example i = upsample(reshape(addresses[i] @ bases))) that decodes into a "
@@ -266,7 +273,7 @@ def _config_section(entry: BankEntry, bank: MemoryBank) -> list[str]:
         f"{bank.label_space} labels"
         + (f", `{bank.upsample}` upsampling" if bank.kind == "memory" else ""),
         "- **Classes** (examples each): "
-        + ", ".join(f"{name} ({n})" for name, n in zip(bank.classes, counts, strict=True)),
+        + ", ".join(f"{markdown_text(name)} ({n})" for name, n in zip(bank.classes, counts, strict=True)),
         f"- **Storage**: {storage['floats_stored']:,} floats (+ {storage['label_values']:,} label "
         f"values) = the budget of **{storage['ipc_equivalent']:g} real images per class**; "
         f"file `{entry.path}`, {entry.size:,} bytes",
@@ -279,15 +286,16 @@ def _config_section(entry: BankEntry, bank: MemoryBank) -> list[str]:
         lines.append(f"- **Preview shards**: `{preview_shards(entry.config)}/*.tar` "
                      f"({entry.preview_examples} decoded examples, webdataset `.png` + `.cls`)")
     lines += ["", "### Training recipe", "", "| setting | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in bank.recipe.to_dict().items()]
+    lines += [f"| {markdown_text(str(k))} | {markdown_text(str(v))} |" for k, v in bank.recipe.to_dict().items()]
     lines += ["", "### Evaluation", ""]
     if bank.evaluations:
         lines += ["| protocol | architecture | networks | epochs | test set | accuracy (mean ± std) "
                   "| random real, same storage (improvement) | full data (gap) |",
                   "|---|---|---|---|---|---|---|---|"]
         lines += [
-            f"| {_protocol_cell(e)} | {e.architecture} | {e.networks} | {e.epochs} | {e.test} "
-            f"| {100 * e.mean:.2f} ± {100 * e.std:.2f} % | {_random_real_cell(e)} | {_full_data_cell(e)} |"
+            f"| {_protocol_cell(e)} | {markdown_text(e.architecture)} | {e.networks} | {e.epochs} "
+            f"| {markdown_text(e.test)} | {100 * e.mean:.2f} ± {100 * e.std:.2f} % | {_random_real_cell(e)} "
+            f"| {_full_data_cell(e)} |"
             for e in bank.evaluations
         ]
         lines += ["", "Random real: fresh networks trained the same way (same protocol and network seeds) on a "
@@ -299,7 +307,9 @@ def _config_section(entry: BankEntry, bank: MemoryBank) -> list[str]:
         lines.append("No evaluation recorded yet.")
     lines += ["", "### Provenance", ""]
     if bank.provenance:
-        lines += ["```json", json.dumps(bank.provenance, indent=2, sort_keys=True), "```"]
+        text = json.dumps(bank.provenance, indent=2, sort_keys=True, ensure_ascii=True)
+        fence = code_fence(text)
+        lines += [f"{fence}json", text, fence]
     else:
         lines.append("No provenance recorded.")
     return lines
@@ -309,7 +319,7 @@ def _best_score(e: EvaluationResult) -> str:
     protocol = f", {e.protocol}" if e.protocol else ""
     gain = e.improvement_over_random
     versus = f"; {100 * gain:+.2f} vs random real" if gain is not None else ""
-    return f"{100 * e.mean:.2f}% ({e.architecture}{protocol}{versus})"
+    return f"{100 * e.mean:.2f}% ({markdown_text(e.architecture)}{protocol}{versus})"
 
 
 def _protocol_cell(e: EvaluationResult) -> str:

@@ -76,7 +76,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a bank (file or Hub id) to webdataset shards, a datasets folder, PNGs or .pt tensors."""
-    from compressdata.data.export import export_png, export_webdataset, to_hf_dataset
+    from compressdata.data.export import export_png, export_webdataset, save_hf_dataset
     from compressdata.loading import load_memory_bank
 
     bank = load_memory_bank(args.bank)
@@ -85,7 +85,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         written = export_webdataset(bank, pattern, maxcount=args.maxcount)
         print(f"wrote {len(bank)} samples in {len(written)} shards: {pattern}")
     elif args.format == "hf":
-        to_hf_dataset(bank).save_to_disk(args.out)
+        save_hf_dataset(bank, args.out)
         print(f"wrote a datasets.Dataset of {len(bank)} rows to {args.out} "
               "(read it with datasets.load_from_disk)")
     elif args.format == "png":

@@ -63,3 +63,7 @@ class HubChecksumError(HubError):
 
 class HubPermissionError(HubError):
     """The token cannot create or write to the repo."""
+
+
+class HubRevisionError(HubError):
+    """The revision asked for is not a valid branch, tag or commit name (refused before any request)."""

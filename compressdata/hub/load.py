@@ -2,8 +2,11 @@
 
 Downloads go through `huggingface_hub.hf_hub_download` and its cache, so a bank downloaded once
 loads again offline (`HF_HUB_OFFLINE=1`, or the Hub unreachable). The card (README.md) is read
-first; its commit pins the bank download, and the bank must match the card's sha256 and content
-checksum, or `HubChecksumError` is raised.
+first; its commit pins the bank download, and the bank must match the card's size, sha256 and
+content checksum, or `HubChecksumError` is raised. Revisions are checked before any request
+(`check_revision`), and each file is first asked for with one HEAD request of at most
+HF_HUB_ETAG_TIMEOUT seconds without retries, so an endpoint that does not answer costs that long,
+not huggingface_hub's retries (6 x 60 s).
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx2
-from huggingface_hub import constants, hf_hub_download
+from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
 from huggingface_hub.errors import (
     HfHubHTTPError,
     LocalEntryNotFoundError,
@@ -40,6 +44,7 @@ from compressdata.hub.errors import (
     HubFileNotFoundError,
     HubPermissionError,
     HubRepoNotFoundError,
+    HubRevisionError,
     HubRevisionNotFoundError,
 )
 
@@ -48,6 +53,8 @@ _NAME = r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
 REPO_ID = re.compile(rf"{_NAME}/{_NAME}")
 LOCAL_PREFIXES = ("/", "./", "../", "~", ".\\", "..\\")
 COMMIT_ID = re.compile(r"[0-9a-f]{40}")
+MAX_REVISION = 255
+_REVISION_FORBIDDEN = re.compile(r"[\x00-\x20\x7f\\~^:?*\[]|\.\.|@\{|//")
 
 
 def is_hub_id(name_or_path: str | os.PathLike) -> bool:
@@ -98,6 +105,24 @@ def parse_hub_id(name: str) -> str:
             "'-', '_', '.'; optionally prefixed by hf:// or hf://datasets/)"
         )
     return repo_id
+
+
+def check_revision(revision: str | None, repo_id: str | None = None) -> str | None:
+    """`revision` if it is a valid git ref name or commit id (the Hub's branches and tags are git
+    refs), else `HubRevisionError`, before any request: no `..`, no leading, trailing or double `/`,
+    no backslash, whitespace, control character or `~^:?*[`, no `@{`, 1-255 characters. A name
+    such as `main/../../x` would otherwise reach huggingface_hub's cache paths."""
+    if revision is None:
+        return None
+    bad = (not isinstance(revision, str) or not 1 <= len(revision) <= MAX_REVISION
+           or _REVISION_FORBIDDEN.search(revision) is not None or revision.startswith(("/", "-", "."))
+           or revision.endswith(("/", ".", ".lock")) or "/." in revision)
+    if bad:
+        raise HubRevisionError(
+            f"revision {revision!r:.300} is not a branch, tag or commit name", repo_id,
+            hint="use a branch or tag name (git ref rules: no '..', no leading '/', no backslash or "
+                 "spaces) or a full 40-hex commit id")
+    return revision
 
 
 @contextlib.contextmanager
@@ -170,13 +195,39 @@ class HubBank:
 def _download(
     repo_id: str, filename: str, revision: str | None, *, config: str | None,
     cache_dir: str | os.PathLike | None, token: str | bool | None, endpoint: str | None,
-    force: bool = False,
+    force: bool = False, size: int | None = None,
 ) -> Path:
+    """The cached path of `filename`, downloaded when needed. An endpoint that refuses or does not
+    answer within HF_HUB_ETAG_TIMEOUT seconds is asked once (no retries): the file then comes
+    from the cache, or HubConnectionError. `size`: the byte size the card records (a file the
+    Hub serves with another size is refused before it is downloaded)."""
+    options = {"repo_type": "dataset", "revision": revision, "cache_dir": cache_dir, "token": token,
+               "endpoint": endpoint}
     with hub_errors(repo_id, revision, config, filename, endpoint, cache_dir):
-        return Path(hf_hub_download(
-            repo_id, filename, repo_type="dataset", revision=revision, cache_dir=cache_dir,
-            token=token, endpoint=endpoint, force_download=force,
-        ))
+        if constants.is_offline_mode():
+            return Path(hf_hub_download(repo_id, filename, **options))
+        served = _probe(repo_id, filename, revision, token, endpoint)
+        if served is None:
+            if force:
+                raise HubConnectionError(f"cannot reach the Hub at {endpoint or constants.ENDPOINT} to "
+                                         f"download {filename!r} again", repo_id, revision or "main", config)
+            return Path(hf_hub_download(repo_id, filename, local_files_only=True, **options))
+        if size is not None and served.size is not None and served.size != size:
+            raise HubChecksumError(f"the Hub serves {filename} with {served.size} bytes, the card records "
+                                   f"{size}", repo_id, revision or "main", config)
+        return Path(hf_hub_download(repo_id, filename, force_download=force,
+                                    etag_timeout=constants.HF_HUB_ETAG_TIMEOUT, **options))
+
+
+def _probe(repo_id: str, filename: str, revision: str | None, token: str | bool | None,
+           endpoint: str | None) -> Any:
+    """The file's metadata from one HEAD request of at most HF_HUB_ETAG_TIMEOUT seconds, or None
+    when the endpoint cannot be reached or does not answer in time (HTTP errors are raised)."""
+    url = hf_hub_url(repo_id, filename, repo_type="dataset", revision=revision, endpoint=endpoint)
+    try:
+        return get_hf_file_metadata(url, token=token, timeout=constants.HF_HUB_ETAG_TIMEOUT, endpoint=endpoint)
+    except httpx2.TransportError:
+        return None
 
 
 def read_repo_manifest(
@@ -184,6 +235,7 @@ def read_repo_manifest(
     token: str | bool | None = None, endpoint: str | None = None,
 ) -> tuple[str, list[BankEntry]]:
     """(commit id, bank entries) of the card at `revision` (downloaded through the cache)."""
+    check_revision(revision, repo_id)
     try:
         card = _download(repo_id, CARD_NAME, revision, config=None, cache_dir=cache_dir,
                          token=token, endpoint=endpoint)
@@ -227,6 +279,8 @@ def choose_config(entries: list[BankEntry], config: str | None, repo_id: str,
 
 def _check(path: Path, entry: BankEntry) -> tuple[MemoryBank | None, str | None]:
     """(bank, None) when the file matches the card's checksums, else (None, problem)."""
+    if path.stat().st_size != entry.size:
+        return None, f"downloaded {entry.path} has {path.stat().st_size} bytes, the card records {entry.size}"
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != entry.sha256:
         return None, (f"downloaded {entry.path} has sha256 {digest}, the card records "
@@ -251,12 +305,13 @@ def fetch_hub_bank(
 ) -> HubBank:
     """Download (or take from the cache), verify and load a bank; see `load_hub_bank`."""
     repo_id = parse_hub_id(repo_id)
+    check_revision(revision, repo_id)
     if config is not None:
         check_config_name(config)
     commit, entries = read_repo_manifest(repo_id, revision, cache_dir, token, endpoint)
     entry = choose_config(entries, config, repo_id, revision)
     options = {"config": entry.config, "cache_dir": cache_dir, "token": token,
-               "endpoint": endpoint}
+               "endpoint": endpoint, "size": entry.size}
     try:
         path = _download(repo_id, entry.path, commit, **options)
     except HubFileNotFoundError as err:

@@ -29,7 +29,7 @@ from compressdata.hub.card import (
     render_card,
 )
 from compressdata.hub.errors import HubCardError, HubError
-from compressdata.hub.load import fetch_hub_bank, hub_errors, parse_hub_id, read_repo_manifest
+from compressdata.hub.load import check_revision, fetch_hub_bank, hub_errors, parse_hub_id, read_repo_manifest
 from compressdata.preview import save_preview
 
 PREVIEW_LIMIT = 1000
@@ -74,7 +74,7 @@ def push_to_hub(
     config = check_config_name(config or DEFAULT_CONFIG)
     if preview_limit < 1:
         raise ValueError(f"preview_limit must be >= 1, got {preview_limit}")
-    branch = revision or "main"
+    branch = check_revision(revision, repo_id) or "main"
     api = HfApi(endpoint=endpoint, token=token)
     with hub_errors(repo_id, branch, config, endpoint=endpoint):
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)

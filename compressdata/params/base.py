@@ -8,17 +8,39 @@ for); `decode` runs both.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from compressdata.params.lowrank import decode_lowrank
-from compressdata.params.memory import combine, expand_bases
+from compressdata.params.memory import combine, decode_combined_first, expand_bases, upsample_first
 from compressdata.params.pixels import decode_pixels
 
 Tensors = Mapping[str, torch.Tensor]
+Prepared = dict[str, Any]  # tensors, and for a memory bank decoded combine-first its image size and mode
 Index = torch.Tensor | slice | None
+FLOAT32 = 4
+
+
+@dataclass(frozen=True)
+class DecodeMemory:
+    """Working memory (bytes, beyond the stored tensors) a decode allocates: `prepared` once per
+    bank and device (memory: the upsampled bases), `per_example` for each example of a batch
+    (the float32 output included). An upper estimate of what compressdata's decode allocates."""
+
+    prepared: int
+    per_example: int
+
+    def for_examples(self, n: int) -> int:
+        """Bytes to decode a batch of `n` examples (the prepared tensors included)."""
+        return self.prepared + n * self.per_example
+
+    def max_batch(self, limit: int) -> int:
+        """The most examples one batch may hold within `limit` bytes (0: not even one)."""
+        return max(0, (limit - self.prepared) // self.per_example)
 
 
 @dataclass(frozen=True)
@@ -28,20 +50,26 @@ class Parameterization:
     kind: str
     tensor_names: tuple[str, ...]
     ranks: tuple[int, ...]
-    _prepare: Callable[[Tensors, tuple[int, int] | None, str], dict[str, torch.Tensor]]
-    _decode: Callable[[Tensors, Index], torch.Tensor]
+    _prepare: Callable[[Tensors, tuple[int, int] | None, str], Prepared]
+    _decode: Callable[[Prepared, Index], torch.Tensor]
     _count: Callable[[Tensors], int]
+    _memory: Callable[[Mapping[str, Sequence[int]], tuple[int, int]], DecodeMemory]
 
     def num_examples(self, tensors: Tensors) -> int:
         """How many examples the stored tensors decode into."""
         return self._count(tensors)
 
     def prepare(self, tensors: Tensors, image_size: tuple[int, int] | None = None,
-                upsample_mode: str = "bilinear") -> dict[str, torch.Tensor]:
-        """Per-bank work shared by every example (memory: bases upsampled). Differentiable."""
+                upsample_mode: str = "bilinear") -> Prepared:
+        """Per-bank work shared by every example (memory: bases upsampled, when they fit
+        `params.memory.EXPAND_LIMIT_BYTES`). Differentiable."""
         return self._prepare(tensors, image_size, upsample_mode)
 
-    def decode_prepared(self, prepared: Tensors, index: Index = None) -> torch.Tensor:
+    def decode_memory(self, shapes: Mapping[str, Sequence[int]], image_size: tuple[int, int]) -> DecodeMemory:
+        """The working memory `prepare` + `decode_prepared` allocate for stored tensors of these shapes."""
+        return self._memory(shapes, image_size)
+
+    def decode_prepared(self, prepared: Prepared, index: Index = None) -> torch.Tensor:
         """Examples `index` (all when None) as float32 [n, C, H, W] from `prepare`'s output."""
         return self._decode(prepared, slice(None) if index is None else index)
 
@@ -55,9 +83,37 @@ class Parameterization:
         return sum(int(tensors[name].numel()) for name in self.tensor_names)
 
 
-def _memory_prepare(t: Tensors, size: tuple[int, int] | None, mode: str) -> dict[str, torch.Tensor]:
+def _memory_prepare(t: Tensors, size: tuple[int, int] | None, mode: str) -> Prepared:
     bases = t["bases"]
-    return {"expanded": expand_bases(bases, size or tuple(bases.shape[-2:]), mode), "addresses": t["addresses"]}
+    size = tuple(size or bases.shape[-2:])
+    if upsample_first(bases.shape[0], bases.shape[1], bases.shape[-2:], size):
+        return {"expanded": expand_bases(bases, size, mode), "addresses": t["addresses"]}
+    return {"bases": bases.to(torch.float32), "addresses": t["addresses"], "image_size": size, "mode": mode}
+
+
+def _memory_decode(p: Prepared, index: torch.Tensor | slice) -> torch.Tensor:
+    if "expanded" in p:
+        return combine(p["addresses"][index], p["expanded"])
+    return decode_combined_first(p["addresses"][index], p["bases"], p["image_size"], p["mode"])
+
+
+def _memory_memory(shapes: Mapping[str, Sequence[int]], size: tuple[int, int]) -> DecodeMemory:
+    k, c, h, w = shapes["bases"]
+    full = c * size[0] * size[1]
+    address_row = 2 * FLOAT32 * k  # the gathered row and its float32 copy
+    if upsample_first(k, c, (h, w), size):
+        return DecodeMemory(FLOAT32 * k * (full + c * h * w), address_row + FLOAT32 * full)
+    return DecodeMemory(FLOAT32 * k * c * h * w, address_row + FLOAT32 * (c * h * w + full))
+
+
+def _pixels_memory(shapes: Mapping[str, Sequence[int]], size: tuple[int, int]) -> DecodeMemory:
+    return DecodeMemory(0, 2 * FLOAT32 * math.prod(shapes["pixels"][1:]))
+
+
+def _lowrank_memory(shapes: Mapping[str, Sequence[int]], size: tuple[int, int]) -> DecodeMemory:
+    factors = math.prod(shapes["lowrank_u"][1:]) + math.prod(shapes["lowrank_v"][1:])
+    c, h = shapes["lowrank_u"][1:3]
+    return DecodeMemory(0, 2 * FLOAT32 * factors + FLOAT32 * c * h * shapes["lowrank_v"][3])
 
 
 PARAMETERIZATIONS: dict[str, Parameterization] = {
@@ -66,8 +122,9 @@ PARAMETERIZATIONS: dict[str, Parameterization] = {
         tensor_names=("bases", "addresses"),
         ranks=(4, 2),
         _prepare=_memory_prepare,
-        _decode=lambda p, index: combine(p["addresses"][index], p["expanded"]),
+        _decode=_memory_decode,
         _count=lambda t: int(t["addresses"].shape[0]),
+        _memory=_memory_memory,
     ),
     "pixels": Parameterization(
         kind="pixels",
@@ -76,6 +133,7 @@ PARAMETERIZATIONS: dict[str, Parameterization] = {
         _prepare=lambda t, size, mode: {"pixels": t["pixels"]},
         _decode=lambda p, index: decode_pixels(p["pixels"][index]),
         _count=lambda t: int(t["pixels"].shape[0]),
+        _memory=_pixels_memory,
     ),
     "lowrank": Parameterization(
         kind="lowrank",
@@ -84,6 +142,7 @@ PARAMETERIZATIONS: dict[str, Parameterization] = {
         _prepare=lambda t, size, mode: {"lowrank_u": t["lowrank_u"], "lowrank_v": t["lowrank_v"]},
         _decode=lambda p, index: decode_lowrank(p["lowrank_u"][index], p["lowrank_v"][index]),
         _count=lambda t: int(t["lowrank_u"].shape[0]),
+        _memory=_lowrank_memory,
     ),
 }
 

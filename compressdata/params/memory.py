@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 UPSAMPLE_MODES = ("bilinear", "nearest")
+EXPAND_LIMIT_BYTES = 256 * 2**20  # upsample the K bases once only when they take at most this (spec 4.7)
 
 
 def upsample(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
@@ -26,6 +27,21 @@ def expand_bases(bases: torch.Tensor, image_size: tuple[int, int], mode: str = "
     cheaper than upsampling every decoded example and gives the same values (up to float rounding).
     """
     return upsample(bases.to(torch.float32), image_size, mode)
+
+
+def upsample_first(k: int, channels: int, stored_size: tuple[int, int], image_size: tuple[int, int]) -> bool:
+    """Whether a decode upsamples the K bases once (K*C*H*W floats kept) rather than combining the
+    addresses with the stored bases first and upsampling each decoded example (spec 4.1, 4.7):
+    always when no upsampling is needed, otherwise when the upsampled bases fit EXPAND_LIMIT_BYTES."""
+    h, w = image_size
+    return tuple(stored_size) == tuple(image_size) or 4 * k * channels * h * w <= EXPAND_LIMIT_BYTES
+
+
+def decode_combined_first(addresses: torch.Tensor, bases: torch.Tensor, image_size: tuple[int, int],
+                          mode: str) -> torch.Tensor:
+    """Examples [N, C, H, W] = upsample(addresses @ bases): the spec's order (4.1), which never holds
+    more than the examples asked for (used when the upsampled bases would be too large)."""
+    return upsample(combine(addresses, bases.to(torch.float32)), image_size, mode)
 
 
 def combine(addresses: torch.Tensor, expanded: torch.Tensor) -> torch.Tensor:

@@ -109,6 +109,8 @@ def _experts(run: DistillRun) -> tuple[ExpertStore, list[int]]:
         if diff:
             raise ValueError(f"the experts in {config.mtt_expert_dir} do not fit this run: "
                              f"{', '.join(diff)}")
+        network, _ = fresh_network(config, run.data.image_shape, run.data.num_classes, 0, torch.device("cpu"))
+        store.check_parameters({k: tuple(v.shape) for k, v in network.named_parameters()})
         needed = config.mtt_max_start_epoch - 1 + config.mtt_expert_epochs
         experts = store.complete(needed)
         if not experts:
