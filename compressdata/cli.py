@@ -116,13 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"compressdata: error: {e}", file=sys.stderr)
             return 2
     args = build_parser().parse_args(argv)
-    from compressdata.distill.distributed import CollectiveError
-    from compressdata.errors import BankFormatError
-    from compressdata.hub.errors import HubError
+    from compressdata.errors import CompressdataError
 
     try:
         return args.func(args)
-    except (BankFormatError, HubError, ValueError, CollectiveError, OSError) as e:
+    except (CompressdataError, OSError) as e:  # the library's errors and the system's; a bug shows its traceback
         print(terminal_text(f"compressdata {args.command}: error: {e}"), file=sys.stderr)
         return 1
 

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from compressdata.errors import OutputExistsError
+
 STALE_AFTER_SECONDS = 24 * 3600
 _HOST = hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
 _LONG_NAME = 160
@@ -56,7 +58,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     `path` must not exist or be an empty folder (FileExistsError otherwise, before any work)."""
     target = Path(path)
     if target.exists() and not (target.is_dir() and not any(target.iterdir())):
-        raise FileExistsError(f"{target} already exists and is not an empty folder; choose a new output folder")
+        raise OutputExistsError(f"{target} already exists and is not an empty folder; choose a new output folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
     staging = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent))

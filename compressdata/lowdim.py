@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from compressdata.distill.bptt import reverse_hypergradient
+from compressdata.errors import UsageError
 from compressdata.models import MLP
 
 
@@ -31,7 +32,7 @@ class MultiIndexTask:
 
     def __post_init__(self) -> None:
         if self.r < 1 or self.d < self.r:
-            raise ValueError(f"need 1 <= r <= d for a multi-index task; got d={self.d}, r={self.r}")
+            raise UsageError(f"need 1 <= r <= d for a multi-index task; got d={self.d}, r={self.r}")
 
     @property
     def num_classes(self) -> int:
@@ -58,7 +59,7 @@ class MultiIndexTask:
         """m real points, m // classes per class (the first m % classes classes get one more)."""
         k = self.num_classes
         if m < k:
-            raise ValueError(f"need at least one point per class: m={m} < {k} classes")
+            raise UsageError(f"need at least one point per class: m={m} < {k} classes")
         want = [m // k + (c < m % k) for c in range(k)]
         pool_x, pool_y = self.sample(4 * k * max(want) + 64, generator)
         picked = [(pool_y == c).nonzero().flatten()[:want[c]] for c in range(k)]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from compressdata.errors import UsageError
+
 ARCHITECTURES = ("convnet", "resnet18", "resnet18_bn", "mlp")
 NORMS = ("instancenorm", "batchnorm", "none")
 
@@ -32,14 +34,14 @@ def build_model(
     """
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     if len(size) != 2:
-        raise ValueError(f"image_size must be an int or (height, width); got {image_size!r}")
+        raise UsageError(f"image_size must be an int or (height, width); got {image_size!r}")
     h, w = size
     for what, value in (("in_channels", in_channels), ("num_classes", num_classes), ("height", h),
                         ("width of the image", w), ("width", width), ("depth", depth)):
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{what} must be a positive int; got {value!r}")
+            raise UsageError(f"{what} must be a positive int; got {value!r}")
     if norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
+        raise UsageError(f"unknown norm {norm!r}; expected one of {NORMS}")
     if arch == "convnet":
         return ConvNet(in_channels, num_classes, (h, w), width, depth, norm)
     if arch == "resnet18":
@@ -48,7 +50,7 @@ def build_model(
         return ResNet18(in_channels, num_classes, "batchnorm")
     if arch == "mlp":
         return MLP(in_channels * h * w, num_classes, width, depth)
-    raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
+    raise UsageError(f"unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
 
 
 def _norm_layer(norm: str, channels: int) -> nn.Module:
@@ -75,7 +77,7 @@ class ConvNet(nn.Module):
             channels = width
             h, w = (h + 2 * pad - 2) // 2, (w + 2 * pad - 2) // 2
             if h < 1 or w < 1:
-                raise ValueError(f"image {image_size} is too small for a depth-{depth} ConvNet")
+                raise UsageError(f"image {image_size} is too small for a depth-{depth} ConvNet")
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(width * h * w, num_classes)
 

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from compressdata.bank.memory_bank import MemoryBank
+from compressdata.errors import UsageError
 from compressdata.files import atomic_write
 
 
@@ -16,10 +17,10 @@ def grid_image(rows: list[torch.Tensor], scale: int = 2, padding: int = 1,
     """An RGB grid: row k shows the pixel images rows[k] ([n, C, H, W] in [0, 1]; may be empty);
     `columns` cells per row (default: the longest row)."""
     if scale < 1:
-        raise ValueError(f"scale must be >= 1, got {scale}")
+        raise UsageError(f"scale must be >= 1, got {scale}")
     shapes = {tuple(r.shape[1:]) for r in rows if r.numel()}
     if len(shapes) != 1:
-        raise ValueError(f"grid rows need one common image shape and at least one image; got {sorted(shapes)}")
+        raise UsageError(f"grid rows need one common image shape and at least one image; got {sorted(shapes)}")
     c, h, w = shapes.pop()
     cell_h, cell_w = h * scale + padding, w * scale + padding
     columns = columns or max(len(r) for r in rows)
@@ -40,7 +41,7 @@ def grid_image(rows: list[torch.Tensor], scale: int = 2, padding: int = 1,
 def preview_grid(bank: MemoryBank, per_class: int = 10, scale: int = 2, padding: int = 1) -> Image.Image:
     """A grid image: row c shows up to `per_class` examples of class c (by hard label), in pixels."""
     if per_class < 1 or scale < 1:
-        raise ValueError(f"per_class and scale must be >= 1, got {per_class}, {scale}")
+        raise UsageError(f"per_class and scale must be >= 1, got {per_class}, {scale}")
     labels = bank.hard_labels()
     rows = []
     for c in range(bank.num_classes):

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from compressdata.bank.memory_bank import MemoryBank
-from compressdata.errors import BankFormatError
+from compressdata.errors import BankFormatError, UsageError
 from compressdata.params import get_parameterization
 
 
@@ -46,12 +46,12 @@ def extend_bank(bank: MemoryBank, name: str, labels: torch.Tensor | Sequence[int
     allowed = set(names) if bank.kind != "memory" else {"addresses", "bases"}
     required = set(names) - {"bases"}
     if not required <= set(tensors) <= allowed:
-        raise ValueError(f"extend: a {bank.kind} bank needs tensors {sorted(required)} (optional "
+        raise UsageError(f"extend: a {bank.kind} bank needs tensors {sorted(required)} (optional "
                          f"{sorted(allowed - required)}), got {sorted(tensors)}")
     if classes and bank.label_space != "index":
-        raise ValueError(f"extend: new classes need index labels; this bank has {bank.label_space!r} labels")
+        raise UsageError(f"extend: new classes need index labels; this bank has {bank.label_space!r} labels")
     if any(name == t["name"] for t in bank.tasks or []) or (not bank.tasks and name == first_task):
-        raise ValueError(f"extend: the bank already has a task named {name!r}")
+        raise UsageError(f"extend: the bank already has a task named {name!r}")
     old = bank.tensors
     new = {k: v.detach().to("cpu", old[k].dtype) for k, v in tensors.items()}
     if bank.kind == "memory":
@@ -61,7 +61,7 @@ def extend_bank(bank: MemoryBank, name: str, labels: torch.Tensor | Sequence[int
     new_labels = _labels(labels, bank.label_space)
     n_new = get_parameterization(bank.kind).num_examples(new)
     if new_labels.shape[0] != n_new:
-        raise ValueError(f"extend: {n_new} new examples but {new_labels.shape[0]} labels")
+        raise UsageError(f"extend: {n_new} new examples but {new_labels.shape[0]} labels")
     tasks = current_tasks(bank, first_task)
     hard = new_labels if bank.label_space == "index" else new_labels.argmax(dim=1)
     task: dict[str, Any] = {"name": name, "classes": sorted(set(hard.tolist())),
@@ -76,12 +76,12 @@ def _grow_memory(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> 
     bases, addresses = old["bases"], old["addresses"]
     added = new.get("bases", bases[:0])
     if added.dim() != 4 or tuple(added.shape[1:]) != tuple(bases.shape[1:]):
-        raise ValueError(f"extend: new bases must be [k, {', '.join(map(str, bases.shape[1:]))}], "
+        raise UsageError(f"extend: new bases must be [k, {', '.join(map(str, bases.shape[1:]))}], "
                          f"got {list(added.shape)}")
     k_total = bases.shape[0] + added.shape[0]
     rows = new["addresses"]
     if rows.dim() != 2 or rows.shape[1] != k_total:
-        raise ValueError(f"extend: new addresses must be [n, {k_total}] (K={bases.shape[0]} old + "
+        raise UsageError(f"extend: new addresses must be [n, {k_total}] (K={bases.shape[0]} old + "
                          f"{added.shape[0]} new bases), got {list(rows.shape)}")
     padding = addresses.new_zeros(addresses.shape[0], added.shape[0])
     return {"bases": torch.cat([bases, added]), "addresses": torch.cat([torch.cat([addresses, padding], 1), rows])}
@@ -116,7 +116,7 @@ def merge_banks(a: MemoryBank, b: MemoryBank, names: tuple[str, str] = ("a", "b"
     tasks_a, tasks_b = current_tasks(a, names[0]), current_tasks(b, names[1])
     clash = sorted({t["name"] for t in tasks_a} & {t["name"] for t in tasks_b})
     if clash:
-        raise ValueError(f"merge: both banks have task(s) {clash}; rename them (bank.tasks) or pass other names")
+        raise UsageError(f"merge: both banks have task(s) {clash}; rename them (bank.tasks) or pass other names")
     for t in tasks_b:
         t["classes"] = sorted(int(remap[c]) for c in t["classes"])
         t["rows"] = [r + len(a) for r in t["rows"]]
@@ -128,7 +128,7 @@ def merge_banks(a: MemoryBank, b: MemoryBank, names: tuple[str, str] = ("a", "b"
 
 def _check_mergeable(a: MemoryBank, b: MemoryBank) -> None:
     if a.kind != b.kind:
-        raise ValueError(f"merge: the banks differ in kind: {a.kind} vs {b.kind}")
+        raise UsageError(f"merge: the banks differ in kind: {a.kind} vs {b.kind}")
     checks = [("image_shape", a.image_shape, b.image_shape),
               ("label_space", a.label_space, b.label_space),
               ("normalization", a.normalization.to_dict(), b.normalization.to_dict()),
@@ -143,20 +143,20 @@ def _check_mergeable(a: MemoryBank, b: MemoryBank) -> None:
         checks.append(("classes (soft labels)", a.classes, b.classes))
     for what, x, y in checks:
         if x != y:
-            raise ValueError(f"merge: the banks differ in {what}: {x} vs {y}")
+            raise UsageError(f"merge: the banks differ in {what}: {x} vs {y}")
     if a.normalization.uses_zca and not (torch.equal(a.normalization.zca_whiten, b.normalization.zca_whiten)
                                          and torch.equal(a.normalization.zca_mean, b.normalization.zca_mean)):
-        raise ValueError("merge: the banks were whitened with different ZCA tensors")
+        raise UsageError("merge: the banks were whitened with different ZCA tensors")
 
 
 def _labels(labels: torch.Tensor | Sequence[int], label_space: str) -> torch.Tensor:
     labels = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(labels)
     if label_space == "index":
         if labels.is_floating_point() or labels.dim() != 1:
-            raise ValueError(f"labels: expected integer class indices [n], got {labels.dtype} {list(labels.shape)}")
+            raise UsageError(f"labels: expected integer class indices [n], got {labels.dtype} {list(labels.shape)}")
         return labels.to(torch.int64)
     if labels.dim() != 2:
-        raise ValueError(f"labels: expected {label_space} [n, num_classes], got {list(labels.shape)}")
+        raise UsageError(f"labels: expected {label_space} [n, num_classes], got {list(labels.shape)}")
     return labels.to(torch.float32)
 
 
@@ -168,4 +168,4 @@ def _rebuild(bank: MemoryBank, tensors: dict[str, torch.Tensor], labels: torch.T
                           provenance=provenance, label_space=bank.label_space, tasks=tasks,
                           extra_metadata=bank.extra_metadata)
     except BankFormatError as e:
-        raise ValueError(f"the grown bank would be invalid: {e}") from None
+        raise UsageError(f"the grown bank would be invalid: {e}") from None

@@ -30,7 +30,7 @@ from compressdata.bank.format import (
     check_bank,
     check_metadata_json,
 )
-from compressdata.errors import BankFormatError
+from compressdata.errors import BankFormatError, MissingFileError
 from compressdata.files import atomic_write_bytes
 
 DTYPE_SIZES = {"F32": 4, "F16": 2, "BF16": 2, "I64": 8}
@@ -85,7 +85,7 @@ def read_container(path: str | os.PathLike, *, dtype_sizes: Mapping[str, int] = 
     try:
         f = open_regular_file(path)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such {what}") from None
+        raise MissingFileError(f"{path}: no such {what}") from None
     except BankFormatError as e:
         raise BankFormatError(f"{e.problem}; a {what} is a safetensors file") from None
     with f:

@@ -25,7 +25,7 @@ from compressdata.bank.format import (
 from compressdata.bank.io import read_bank_file, write_bank_file
 from compressdata.bank.metadata import EvaluationResult, Normalization, TrainingRecipe
 from compressdata.bank.query import LabelVectors, query_bank
-from compressdata.errors import BankFormatError, DecodeMemoryError
+from compressdata.errors import BankFormatError, DecodeMemoryError, UnknownNameError, UsageError
 from compressdata.params import PARAMETERIZATIONS, get_parameterization
 from compressdata.params.base import DecodeMemory, Prepared
 
@@ -41,7 +41,7 @@ def decode_limit() -> int:
     if text is None:
         return DECODE_LIMIT_BYTES
     if not text.strip().isdigit():
-        raise ValueError(f"{DECODE_LIMIT_ENV} must be a number of bytes, got {text!r}")
+        raise UsageError(f"{DECODE_LIMIT_ENV} must be a number of bytes, got {text!r}")
     return int(text)
 
 
@@ -279,7 +279,7 @@ class MemoryBank:
         for task in self.tasks or []:
             if task["name"] == name:
                 return slice(*task["rows"])
-        raise KeyError(f"no task {name!r}; the bank has {[t['name'] for t in self.tasks or []]}")
+        raise UnknownNameError(f"no task {name!r}; the bank has {[t['name'] for t in self.tasks or []]}")
 
     def extend(self, name: str, labels: torch.Tensor | Sequence[int], *, classes: Sequence[str] = (),
                **tensors: torch.Tensor) -> MemoryBank:

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from compressdata.errors import FileFormatError
+
 _STRING_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 # an integer token of 309+ digits (the only integers that may not round to a finite binary64 value);
 # in a text without strings, digits after '.', 'e', 'E' or an exponent sign belong to a fraction or exponent
@@ -33,26 +35,26 @@ def check(value: Any, text: str, max_depth: int) -> None:
     """Check `value`, parsed from `text` by the standard decoder, against the rules above."""
     skeleton = _STRING_TOKEN.sub('""', text)  # structure, numbers and literals only
     if skeleton.count("[") + skeleton.count("{") > max_depth and depth(skeleton) > max_depth:
-        raise ValueError(f"nesting deeper than {max_depth} levels")
+        raise FileFormatError(f"nesting deeper than {max_depth} levels")
     try:  # a number token out of the binary64 range parses as +-inf; members joined by \x01, which
         # json.dumps always escapes inside strings, so counting it counts the members kept
         dumped = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", "\x01"),
                             check_circular=False)
     except ValueError:
-        raise ValueError("a number is out of the float64 range (it rounds to infinity)") from None
+        raise FileFormatError("a number is out of the float64 range (it rounds to infinity)") from None
     try:  # the decoder joins surrogate pairs, so any surrogate left is unpaired
         dumped.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise ValueError(f"a string holds the unpaired surrogate U+{ord(dumped[e.start]):04X} "
+        raise FileFormatError(f"a string holds the unpaired surrogate U+{ord(dumped[e.start]):04X} "
                          f"(near {ascii(dumped[max(0, e.start - 30):e.start + 10])})") from None
     if skeleton.count(":") != dumped.count("\x01"):  # members written vs members kept
-        raise ValueError(_duplicate_message(text))
+        raise FileFormatError(_duplicate_message(text))
     if longest_digit_run(skeleton) >= 309:
         for match in _LONG_INTEGER.finditer(skeleton):
             try:
                 float(int(match.group()))
             except OverflowError:
-                raise ValueError(f"integer {match.group()[:40]}... is out of the float64 range") from None
+                raise FileFormatError(f"integer {match.group()[:40]}... is out of the float64 range") from None
 
 
 def depth(skeleton: str) -> int:
@@ -85,16 +87,16 @@ def object_members(text: str, max_members: int | None, max_depth: int, uncounted
     else:
         while True:
             if not text.startswith('"', i):
-                raise ValueError(f"expected a string key at character {i}")
+                raise FileFormatError(f"expected a string key at character {i}")
             key, i = _DECODER.raw_decode(text, i)
             i = _WHITESPACE.match(text, i).end()
             if not text.startswith(":", i):
-                raise ValueError(f"expected ':' at character {i}")
+                raise FileFormatError(f"expected ':' at character {i}")
             start = _WHITESPACE.match(text, i + 1).end()
             value, i = _DECODER.raw_decode(text, start)
             check({key: value}, "{" + json.dumps(key) + ":" + text[start:i] + "}", max_depth)
             if key in members:
-                raise ValueError(f"duplicate key(s) {ascii([key])}")
+                raise FileFormatError(f"duplicate key(s) {ascii([key])}")
             members[key] = value
             if max_members is not None and len(members) - (uncounted in members) > max_members:
                 raise TooManyMembers(len(members))
@@ -105,17 +107,17 @@ def object_members(text: str, max_members: int | None, max_depth: int, uncounted
                 i += 1
                 break
             else:
-                raise ValueError(f"expected ',' or '}}' at character {i}")
+                raise FileFormatError(f"expected ',' or '}}' at character {i}")
     if _WHITESPACE.match(text, i).end() != len(text):
-        raise ValueError(f"extra data after the object at character {i}")
+        raise FileFormatError(f"extra data after the object at character {i}")
     return members
 
 
-class NotAnObject(ValueError):
+class NotAnObject(FileFormatError):
     """The text is JSON, but not an object."""
 
 
-class TooManyMembers(ValueError):
+class TooManyMembers(FileFormatError):
     """An object has more members than allowed (the count so far is the argument)."""
 
 
@@ -133,12 +135,12 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(result) != len(pairs):
         seen: set[str] = set()
         repeated = sorted({k for k, _ in pairs if k in seen or seen.add(k)})
-        raise ValueError(f"duplicate key(s) {ascii(repeated[:5])}")
+        raise FileFormatError(f"duplicate key(s) {ascii(repeated[:5])}")
     return result
 
 
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON (non-finite numbers are not allowed)")
+    raise FileFormatError(f"{name} is not JSON (non-finite numbers are not allowed)")
 
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)

@@ -23,6 +23,7 @@ from compressdata.distill.config import DistillConfig
 from compressdata.distill.loop import outer_iteration, resolve_device, training_recipe
 from compressdata.distill.methods import Augment, RealSampler, SyntheticSet
 from compressdata.distill.run import DistillRun
+from compressdata.errors import UsageError
 from compressdata.params import Layout, get_parameterization
 from compressdata.runtime.transfer import to_device
 
@@ -103,7 +104,7 @@ def init_task_theta(real: RealSampler, per_class: int, frozen: torch.Tensor | No
         x = x - coef @ b
     u, s, vh = torch.linalg.svd(x, full_matrices=False)
     if s.numel() < new_bases:
-        raise ValueError(f"init needs at least {new_bases} synthetic rows for {new_bases} new bases, got {s.numel()}")
+        raise UsageError(f"init needs at least {new_bases} synthetic rows for {new_bases} new bases, got {s.numel()}")
     root = s[:new_bases].sqrt()
     bases = (root.unsqueeze(1) * vh[:new_bases]).reshape(new_bases, *small.shape[1:])
     addresses = torch.cat([coef, u[:, :new_bases] * root], dim=1)
@@ -117,7 +118,7 @@ def task_downsample(config: DistillConfig, bank: MemoryBank | None) -> int:
         return config.downsample or FIRST_TASK_DOWNSAMPLE
     ds = bank.image_shape[-1] // bank.tensors["bases"].shape[-1]
     if config.downsample is not None and config.downsample != ds:
-        raise ValueError(f"downsample {config.downsample} does not match the bank's bases, stored at ds={ds}")
+        raise UsageError(f"downsample {config.downsample} does not match the bank's bases, stored at ds={ds}")
     return ds
 
 
@@ -138,9 +139,9 @@ def distill_task(config: DistillConfig, data: RealData, classes: list[int], name
     config.validate()
     device = resolve_device(config.device)
     if bank is not None and bank.kind != "memory":
-        raise ValueError(f"continual distillation grows a memory bank, got kind {bank.kind!r}")
+        raise UsageError(f"continual distillation grows a memory bank, got kind {bank.kind!r}")
     if new_bases < (1 if bank is None else 0):
-        raise ValueError(f"new_bases must be >= {1 if bank is None else 0}, got {new_bases}")
+        raise UsageError(f"new_bases must be >= {1 if bank is None else 0}, got {new_bases}")
     local = local_view(data, classes)
     frozen = None if bank is None else bank.tensors["bases"].to(device, torch.float32)
     k_total = new_bases + (0 if frozen is None else frozen.shape[0])
@@ -150,7 +151,7 @@ def distill_task(config: DistillConfig, data: RealData, classes: list[int], name
     layout = Layout("memory", per_class, k_total, downsample)
     if replay_old and bank is not None:
         if finetune_bases:
-            raise ValueError("replay_old replays frozen memories; it cannot be combined with finetune_bases")
+            raise UsageError("replay_old replays frozen memories; it cannot be combined with finetune_bases")
         seen = bank.classes + [n for n in local.classes if n not in bank.classes]
         label_map = torch.tensor([seen.index(n) for n in local.classes])
         old = OldMemories.from_bank(bank, seen, device)

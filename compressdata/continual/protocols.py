@@ -17,6 +17,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2.functional import rotate
 
 from compressdata.data.sources import RealData, load_source
+from compressdata.errors import SourceError
 
 PROTOCOLS = ("split-fashion-mnist", "rotated-fashion-mnist")
 
@@ -56,18 +57,18 @@ def make_tasks(protocol: str, *, classes_per_task: int = 2, angles: tuple[float,
                source: str = "fashion-mnist") -> list[Task]:
     """The task stream of `protocol` (see `PROTOCOLS`), data capped per class when asked."""
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+        raise SourceError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
     train, test = load_source(source, "train"), load_source(source, "test")
     generator = torch.Generator().manual_seed(seed)
     n = train.num_classes
     if protocol == "split-fashion-mnist":
         if not 1 <= classes_per_task <= n:
-            raise ValueError(f"classes_per_task must be in 1..{n}, got {classes_per_task}")
+            raise SourceError(f"classes_per_task must be in 1..{n}, got {classes_per_task}")
         groups = [list(range(i, min(i + classes_per_task, n))) for i in range(0, n, classes_per_task)]
         return [Task(f"classes-{'-'.join(map(str, g))}", g, capped(train, g, train_per_class, generator),
                      capped(test, g, test_per_class, generator)) for g in groups]
     if not angles:
-        raise ValueError("the rotated protocol needs at least one angle")
+        raise SourceError("the rotated protocol needs at least one angle")
     everything = list(range(n))
     tasks = []
     for angle in angles:

@@ -16,6 +16,7 @@ import torch
 
 from compressdata.bank.memory_bank import MemoryBank
 from compressdata.distill.methods import RealSampler
+from compressdata.errors import UsageError
 
 
 class OldMemories:
@@ -24,7 +25,7 @@ class OldMemories:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, n_classes: int):
         if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
-            raise ValueError(f"old memories need as many labels as images (>0), got {images.shape[0]} images "
+            raise UsageError(f"old memories need as many labels as images (>0), got {images.shape[0]} images "
                              f"and {labels.shape[0]} labels")
         self.images = images.detach()
         self.labels = labels.to(images.device)

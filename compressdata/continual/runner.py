@@ -33,6 +33,7 @@ from compressdata.continual.distill import FIRST_TASK_DOWNSAMPLE, distill_task
 from compressdata.continual.protocols import PROTOCOLS, Task, make_tasks
 from compressdata.data.sources import RealData
 from compressdata.distill.config import DistillConfig
+from compressdata.errors import ConfigError
 from compressdata.evaluate import test_accuracy, train_network
 from compressdata.files import atomic_write
 from compressdata.models import build_model
@@ -70,23 +71,23 @@ class ContinualConfig:
     def validate(self) -> ContinualConfig:
         """Raise ValueError naming the first bad option; return self."""
         if self.protocol not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {self.protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+            raise ConfigError(f"unknown protocol {self.protocol!r}; expected one of {', '.join(PROTOCOLS)}")
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
-            raise ValueError(f"methods must be a non-empty subset of {', '.join(METHODS)}, got {list(self.methods)}")
+            raise ConfigError(f"methods must be a non-empty subset of {', '.join(METHODS)}, got {list(self.methods)}")
         if not (math.isfinite(self.budget_ipc) and self.budget_ipc >= 1):
-            raise ValueError(f"budget_ipc must be >= 1 (replay stores floor(budget_ipc) images per class), "
+            raise ConfigError(f"budget_ipc must be >= 1 (replay stores floor(budget_ipc) images per class), "
                              f"got {self.budget_ipc}")
         for name in ("n_bases", "downsample", "iterations", "unroll_steps", "inner_batch", "real_batch", "width",
                      "epochs", "real_epochs", "networks"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                raise ConfigError(f"{name} must be a positive int, got {value!r}")
         if self.replay_old_memories and self.finetune_bases:
-            raise ValueError("replay_old_memories replays frozen memories; it cannot be combined with finetune_bases "
+            raise ConfigError("replay_old_memories replays frozen memories; it cannot be combined with finetune_bases "
                              "(set replay_old_memories=False, CLI --no-replay-old)")
         if not isinstance(self.new_bases, int) or self.new_bases < 0:
-            raise ValueError(f"new_bases must be an int >= 0, got {self.new_bases!r}")
+            raise ConfigError(f"new_bases must be an int >= 0, got {self.new_bases!r}")
         return self
 
     def distill_config(self) -> DistillConfig:
@@ -132,7 +133,7 @@ def rtp_rows_per_class(cfg: ContinualConfig, bank: MemoryBank | None, task_class
     k_total = new + (0 if bank is None else int(bank.tensors["bases"].shape[0]))
     rows = (budget_floats - used - base_floats - old_rows * new) // (k_total * task_classes)
     if rows < 1:
-        raise ValueError(f"budget too small for rtp: {budget_floats} floats cannot hold {new} new bases "
+        raise ConfigError(f"budget too small for rtp: {budget_floats} floats cannot hold {new} new bases "
                          f"({base_floats} floats) and one address row per class; raise budget_ipc or lower "
                          f"n_bases/new_bases")
     return new, int(rows)

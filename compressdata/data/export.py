@@ -23,6 +23,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from compressdata.bank.memory_bank import MemoryBank, decode_limit
+from compressdata.errors import IndexOutOfRangeError, UsageError
 from compressdata.files import atomic_directory, staging_directory
 
 DECODE_CHUNK = 1024
@@ -33,7 +34,7 @@ MAX_FOLDER_NAME = 100  # characters of a class name kept in a PNG export's folde
 def to_pil_images(pixels: torch.Tensor) -> list[Image.Image]:
     """float [n, C, H, W] pixels in [0, 1] (C = 1 or 3) -> 8-bit PIL images ("L" or "RGB")."""
     if pixels.dim() != 4 or pixels.shape[1] not in (1, 3):
-        raise ValueError(
+        raise UsageError(
             f"expected pixels [n, 1 or 3, H, W] to make images, got {list(pixels.shape)}"
         )
     data = (pixels.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
@@ -61,7 +62,7 @@ def _select(bank: MemoryBank, index: Sequence[int] | torch.Tensor | None) -> tor
         return torch.arange(len(bank))
     index = torch.as_tensor(index, dtype=torch.int64).flatten()
     if index.numel() and not (0 <= int(index.min()) and int(index.max()) < len(bank)):
-        raise IndexError(f"export index must lie in [0, {len(bank)}), got {index.tolist()[:8]}")
+        raise IndexOutOfRangeError(f"export index must lie in [0, {len(bank)}), got {index.tolist()[:8]}")
     return index
 
 
@@ -74,7 +75,7 @@ def _batches(bank: MemoryBank, index: torch.Tensor, desc: str) -> Iterator[torch
 
 def _check_image_bank(bank: MemoryBank, what: str) -> None:
     if bank.image_shape[0] not in (1, 3):
-        raise ValueError(
+        raise UsageError(
             f"{what} writes PNG images, which need 1 or 3 channels; the bank has "
             f"{bank.image_shape[0]} (use to_hf_dataset(image_format='array') instead)"
         )
@@ -92,7 +93,7 @@ def to_hf_dataset(bank: MemoryBank, lazy: bool = False, image_format: str = "pil
     import datasets
 
     if image_format not in IMAGE_FORMATS:
-        raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
+        raise UsageError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
     if image_format == "pil":
         _check_image_bank(bank, "to_hf_dataset(image_format='pil')")
     image_feature = (
@@ -171,11 +172,11 @@ def export_webdataset(
 
     pattern = str(pattern)
     if maxcount < 1:
-        raise ValueError(f"maxcount must be >= 1, got {maxcount}")
+        raise UsageError(f"maxcount must be >= 1, got {maxcount}")
     try:
         first = pattern % 0
     except TypeError:
-        raise ValueError(
+        raise UsageError(
             f"pattern must hold one integer field such as %06d, got {pattern!r}"
         ) from None
     target_dir = Path(first).parent

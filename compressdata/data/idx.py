@@ -13,13 +13,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from compressdata.errors import MissingFileError, SourceError
+
 # IDX dtype code -> big-endian numpy dtype
 IDX_DTYPES: dict[int, str] = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4",
                               0x0E: ">f8"}
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-class IDXFormatError(ValueError):
+class IDXFormatError(SourceError):
     """An IDX file is malformed; the message names the file, the field, expected and got."""
 
     def __init__(self, path: str | os.PathLike, problem: str):
@@ -57,7 +59,7 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
     """Read an IDX file (gzip detected from its magic bytes, not its name) into a tensor."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"IDX file not found: {path}")
+        raise MissingFileError(f"IDX file not found: {path}")
     raw = path.read_bytes()
     if raw[:2] == _GZIP_MAGIC:
         try:

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from compressdata.bank.memory_bank import MemoryBank
+from compressdata.errors import IndexOutOfRangeError, UsageError
 
 OUTPUTS = ("tensor", "pixels", "pil")
 
@@ -35,9 +36,9 @@ class MemoryDataset(torch.utils.data.Dataset):
         device: torch.device | str | None = None,
     ):
         if output not in OUTPUTS:
-            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+            raise UsageError(f"output must be one of {OUTPUTS}, got {output!r}")
         if output == "pil" and bank.image_shape[0] not in (1, 3):
-            raise ValueError(f"output 'pil' needs 1 or 3 channels, the bank has {bank.image_shape[0]}")
+            raise UsageError(f"output 'pil' needs 1 or 3 channels, the bank has {bank.image_shape[0]}")
         self.bank = bank
         self.transform = transform
         self.target_transform = target_transform
@@ -52,7 +53,7 @@ class MemoryDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for a bank of {len(self)} examples")
+            raise IndexOutOfRangeError(f"index {index} out of range for a bank of {len(self)} examples")
         return self.__getitems__([index % len(self)])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> list[tuple[Any, Any]]:

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from compressdata.bank.metadata import Normalization
 from compressdata.data.idx import read_idx
+from compressdata.errors import MissingDependencyError, MissingFileError, SourceError
 
 PREFIXES = ("idx:", "torchvision:", "hf:", "folder:", "wds:")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff",
@@ -83,28 +84,28 @@ class RealData:
     def __post_init__(self) -> None:
         p = self.pixels
         if not isinstance(p, torch.Tensor) or p.ndim != 4:
-            raise ValueError(f"{self.name}: pixels must be a tensor [N, C, H, W]; "
+            raise SourceError(f"{self.name}: pixels must be a tensor [N, C, H, W]; "
                              f"got {getattr(p, 'shape', type(p).__name__)}")
         if p.dtype != torch.uint8:
             if not p.is_floating_point():
-                raise ValueError(f"{self.name}: pixels must be uint8 or float; got {p.dtype}")
+                raise SourceError(f"{self.name}: pixels must be uint8 or float; got {p.dtype}")
             self.pixels = p = p.to(torch.float32)
             if p.numel() and (p.min() < 0 or p.max() > 1):
-                raise ValueError(f"{self.name}: float pixels must lie in [0, 1]; got "
+                raise SourceError(f"{self.name}: float pixels must lie in [0, 1]; got "
                                  f"[{float(p.min()):.4g}, {float(p.max()):.4g}]")
         labels = self.labels
         if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.is_floating_point():
-            raise ValueError(f"{self.name}: labels must be an integer tensor [N]; got "
+            raise SourceError(f"{self.name}: labels must be an integer tensor [N]; got "
                              f"{getattr(labels, 'dtype', type(labels).__name__)} "
                              f"{tuple(getattr(labels, 'shape', ()))}")
         self.labels = labels = labels.to(torch.int64)
         if labels.shape[0] != p.shape[0]:
-            raise ValueError(f"{self.name}: {p.shape[0]} images but {labels.shape[0]} labels")
+            raise SourceError(f"{self.name}: {p.shape[0]} images but {labels.shape[0]} labels")
         self.classes = [str(c) for c in self.classes]
         if not self.classes:
-            raise ValueError(f"{self.name}: classes must name at least one class")
+            raise SourceError(f"{self.name}: classes must name at least one class")
         if labels.numel() and (labels.min() < 0 or labels.max() >= len(self.classes)):
-            raise ValueError(f"{self.name}: labels must lie in [0, {len(self.classes)}); got "
+            raise SourceError(f"{self.name}: labels must lie in [0, {len(self.classes)}); got "
                              f"[{int(labels.min())}, {int(labels.max())}]")
         _check_normalization(self.normalization, self.image_shape, self.name)
 
@@ -138,7 +139,7 @@ class RealData:
     def class_indices(self, c: int) -> torch.Tensor:
         """Indices (int64) of the examples of class `c`."""
         if not 0 <= int(c) < self.num_classes:
-            raise ValueError(f"{self.name}: class {c} out of range [0, {self.num_classes})")
+            raise SourceError(f"{self.name}: class {c} out of range [0, {self.num_classes})")
         if self._by_class is None:
             order = torch.argsort(self.labels, stable=True)
             counts = torch.bincount(self.labels, minlength=self.num_classes).tolist()
@@ -150,7 +151,7 @@ class RealData:
         """`n` distinct random normalised images of class `c`, float32 [n, C, H, W]."""
         idx = self.class_indices(c)
         if not 0 < n <= idx.numel():
-            raise ValueError(f"{self.name}: asked for {n} images of class {c} "
+            raise SourceError(f"{self.name}: asked for {n} images of class {c} "
                              f"({self.classes[int(c)]!r}); it has {idx.numel()}")
         pick = idx[torch.randperm(idx.numel(), generator=generator)[:n]]
         return self.images[pick]
@@ -170,7 +171,7 @@ class RealData:
         for c in range(self.num_classes):
             idx = self.class_indices(c)
             if idx.numel() < per_class:
-                raise ValueError(f"{self.name}: class {c} ({self.classes[c]!r}) has {idx.numel()} "
+                raise SourceError(f"{self.name}: class {c} ({self.classes[c]!r}) has {idx.numel()} "
                                  f"examples; asked for {per_class}")
             picks.append(idx[torch.randperm(idx.numel(), generator=generator)[:per_class]])
         return self.subset(torch.cat(picks))
@@ -184,17 +185,17 @@ class RealData:
 def _check_normalization(norm: Normalization, shape: tuple[int, int, int], name: str) -> None:
     c, h, w = shape
     if not isinstance(norm, Normalization):
-        raise ValueError(f"{name}: normalization must be a Normalization; got {type(norm).__name__}")
+        raise SourceError(f"{name}: normalization must be a Normalization; got {type(norm).__name__}")
     if len(norm.mean) != c or len(norm.std) != c:
-        raise ValueError(f"{name}: normalization has {len(norm.mean)} means and {len(norm.std)} "
+        raise SourceError(f"{name}: normalization has {len(norm.mean)} means and {len(norm.std)} "
                          f"stds; the images have {c} channels")
     if any(not s > 0 for s in norm.std):
-        raise ValueError(f"{name}: normalization std must be > 0; got {norm.std}")
+        raise SourceError(f"{name}: normalization std must be > 0; got {norm.std}")
     if norm.zca_whiten is not None:
         d = c * h * w
         if tuple(norm.zca_whiten.shape) != (d, d) or norm.zca_mean is None or \
                 tuple(norm.zca_mean.shape) != (d,):
-            raise ValueError(f"{name}: ZCA tensors must be zca_mean [{d}] and zca_whiten [{d}, {d}]"
+            raise SourceError(f"{name}: ZCA tensors must be zca_mean [{d}] and zca_whiten [{d}, {d}]"
                              f"; got {_shape(norm.zca_mean)} and {_shape(norm.zca_whiten)}")
 
 
@@ -245,7 +246,7 @@ def load_source(
     download=True, download) into; default ~/.cache/compressdata/data.
     """
     if not isinstance(name_or_path, str) or not name_or_path:
-        raise ValueError(f"source must be a non-empty string; got {name_or_path!r}")
+        raise SourceError(f"source must be a non-empty string; got {name_or_path!r}")
     key = name_or_path.strip()
     if key.lower() in PRESETS:
         data = _load_preset(key.lower(), split, root, download)
@@ -261,7 +262,7 @@ def load_source(
         data = load_webdataset(key[4:] if key.startswith("wds:") else key, split,
                                download=download, name=key)
     else:
-        raise ValueError(f"unknown source {name_or_path!r}; expected a preset "
+        raise SourceError(f"unknown source {name_or_path!r}; expected a preset "
                          f"({', '.join(PRESETS)}) or a prefixed source ({', '.join(PREFIXES)}) "
                          f"or a webdataset .tar pattern")
     return data if normalization is None else data.with_normalization(normalization)
@@ -269,7 +270,7 @@ def load_source(
 
 def _check_train_test(split: str, source: str) -> None:
     if split not in ("train", "test"):
-        raise ValueError(f"{source}: split must be 'train' or 'test'; got {split!r}")
+        raise SourceError(f"{source}: split must be 'train' or 'test'; got {split!r}")
 
 
 def _load_preset(name: str, split: str, root: str | os.PathLike | None, download: bool
@@ -308,18 +309,18 @@ def load_idx_folder(folder: str | os.PathLike, split: str = "train", name: str |
     _check_train_test(split, name)
     found = find_idx_files(folder, split)
     if found is None:
-        raise FileNotFoundError(f"{name}: no {split} IDX files in {folder} (expected e.g. "
+        raise MissingFileError(f"{name}: no {split} IDX files in {folder} (expected e.g. "
                                 f"{'train' if split == 'train' else 't10k'}-images-idx3-ubyte.gz "
                                 f"and ...-labels-idx1-ubyte.gz)")
     images, labels = read_idx(found[0]), read_idx(found[1])
     if images.ndim != 3 or images.dtype != torch.uint8:
-        raise ValueError(f"{found[0]}: expected uint8 images [N, H, W]; got {images.dtype} "
+        raise SourceError(f"{found[0]}: expected uint8 images [N, H, W]; got {images.dtype} "
                          f"{tuple(images.shape)}")
     if labels.ndim != 1 or labels.is_floating_point():
-        raise ValueError(f"{found[1]}: expected integer labels [N]; got {labels.dtype} "
+        raise SourceError(f"{found[1]}: expected integer labels [N]; got {labels.dtype} "
                          f"{tuple(labels.shape)}")
     if labels.shape[0] != images.shape[0]:
-        raise ValueError(f"{name}: {images.shape[0]} images in {found[0].name} but "
+        raise SourceError(f"{name}: {images.shape[0]} images in {found[0].name} but "
                          f"{labels.shape[0]} labels in {found[1].name}")
     return _real_data(images.unsqueeze(1), labels.to(torch.int64), classes, name, split, preset)
 
@@ -330,11 +331,11 @@ def _load_torchvision(class_name: str, split: str, root: str | os.PathLike | Non
     try:
         import torchvision.datasets as tvd
     except ImportError:
-        raise ImportError(f"{name}: torchvision is needed for this source; "
+        raise MissingDependencyError(f"{name}: torchvision is needed for this source; "
                           f"pip install 'compressdata[vision]'") from None
     cls = getattr(tvd, class_name, None)
     if not isinstance(cls, type):
-        raise ValueError(f"{name}: torchvision.datasets has no dataset class {class_name!r}")
+        raise SourceError(f"{name}: torchvision.datasets has no dataset class {class_name!r}")
     root = Path(root if root is not None else DEFAULT_DOWNLOAD_ROOT).expanduser()
     params = inspect.signature(cls).parameters
     if "train" in params:
@@ -348,7 +349,7 @@ def _load_torchvision(class_name: str, split: str, root: str | os.PathLike | Non
         ds = cls(str(root), download=download, **kwargs)
     except RuntimeError as exc:
         hint = "" if download else "; pass download=True to fetch it"
-        raise FileNotFoundError(f"{name}: {class_name} not found under {root} ({exc}){hint}") \
+        raise MissingFileError(f"{name}: {class_name} not found under {root} ({exc}){hint}") \
             from None
     pixels, labels = _torchvision_arrays(ds, name)
     classes = classes if classes is not None else getattr(ds, "classes", None)
@@ -375,17 +376,17 @@ def _array_to_nchw(array: np.ndarray, name: str, batched: bool) -> torch.Tensor:
     elif a.ndim == 4 and a.shape[-1] in (1, 3) and a.shape[1] not in (1, 3):
         a = a.transpose(0, 3, 1, 2)
     elif not (a.ndim == 4 and a.shape[1] in (1, 3)):
-        raise ValueError(f"{name}: cannot read images of shape {array.shape}; expected [H, W], "
+        raise SourceError(f"{name}: cannot read images of shape {array.shape}; expected [H, W], "
                          f"[H, W, C] or [C, H, W] per image with C in (1, 3)")
     if a.dtype.kind in "iu" and a.dtype != np.uint8:
         if a.size and (a.min() < 0 or a.max() > 255):
-            raise ValueError(f"{name}: integer images must lie in [0, 255]; got "
+            raise SourceError(f"{name}: integer images must lie in [0, 255]; got "
                              f"[{a.min()}, {a.max()}]")
         a = a.astype(np.uint8)
     t = torch.from_numpy(np.ascontiguousarray(a))
     if t.dtype != torch.uint8:
         if not t.is_floating_point():
-            raise ValueError(f"{name}: images must be integers or floats; got {t.dtype}")
+            raise SourceError(f"{name}: images must be integers or floats; got {t.dtype}")
         t = t.to(torch.float32)
     return t if batched else t[0]
 
@@ -399,11 +400,11 @@ def _stack_images(images: Iterable[Any], name: str) -> torch.Tensor:
             mode = "L" if img.mode in _GRAY_MODES else "RGB"
         array = np.asarray(img if img.mode == mode else img.convert(mode), dtype=np.uint8)
         if arrays and array.shape != arrays[0].shape:
-            raise ValueError(f"{name}: image {i} has shape {array.shape}; image 0 has "
+            raise SourceError(f"{name}: image {i} has shape {array.shape}; image 0 has "
                              f"{arrays[0].shape} (all images must have the same size)")
         arrays.append(array)
     if not arrays:
-        raise ValueError(f"{name}: no images found")
+        raise SourceError(f"{name}: no images found")
     return _array_to_nchw(np.stack(arrays), name, batched=True)
 
 
@@ -419,7 +420,7 @@ def _load_hf(spec: str, split: str, download: bool) -> RealData:
     elif download:
         ds = datasets.load_dataset(spec, split=split)
     else:
-        raise FileNotFoundError(f"{name}: not a local dataset directory; pass download=True to "
+        raise MissingFileError(f"{name}: not a local dataset directory; pass download=True to "
                                 f"load it from the Hugging Face Hub (HF_HUB_OFFLINE=1 then serves "
                                 f"only the local cache)")
     return source_from_hf_dataset(ds, name=name, split=split)
@@ -443,10 +444,10 @@ def source_from_hf_dataset(
 
     if isinstance(ds, datasets.DatasetDict):
         if split not in ds:
-            raise ValueError(f"{name}: no split {split!r}; available: {sorted(ds)}")
+            raise SourceError(f"{name}: no split {split!r}; available: {sorted(ds)}")
         ds = ds[split]
     if not isinstance(ds, datasets.Dataset):
-        raise ValueError(f"{name}: expected a datasets.Dataset; got {type(ds).__name__}")
+        raise SourceError(f"{name}: expected a datasets.Dataset; got {type(ds).__name__}")
     features = ds.features
     image_column = image_column or _find_column(
         features, (datasets.Image, datasets.Array2D, datasets.Array3D),
@@ -456,7 +457,7 @@ def source_from_hf_dataset(
                                            "class"))
     for role, col in (("image", image_column), ("label", label_column)):
         if col is None or col not in features:
-            raise ValueError(f"{name}: no {role} column found (columns: {list(features)}); "
+            raise SourceError(f"{name}: no {role} column found (columns: {list(features)}); "
                              f"pass {role}_column=")
     labels = torch.as_tensor(ds[label_column], dtype=torch.int64)
     label_feature = features[label_column]
@@ -491,16 +492,16 @@ def load_image_folder(path: str | os.PathLike, split: str = "train", name: str |
     if (base / split).is_dir():
         base = base / split
     if not base.is_dir():
-        raise FileNotFoundError(f"{name}: folder {base} does not exist")
+        raise MissingFileError(f"{name}: folder {base} does not exist")
     class_dirs = sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_dirs:
-        raise ValueError(f"{name}: {base} has no class sub-folders")
+        raise SourceError(f"{name}: {base} has no class sub-folders")
     files: list[Path] = []
     labels: list[int] = []
     for c, d in enumerate(class_dirs):
         found = sorted(f for f in d.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
         if not found:
-            raise ValueError(f"{name}: class folder {d} holds no images "
+            raise SourceError(f"{name}: class folder {d} holds no images "
                              f"({', '.join(IMAGE_EXTENSIONS)})")
         files += found
         labels += [c] * len(found)
@@ -539,11 +540,11 @@ def load_webdataset(pattern: str, split: str = "train", download: bool = False,
     name = name or f"wds:{pattern}"
     remote = "://" in pattern or pattern.startswith("pipe:")
     if remote and not download:
-        raise FileNotFoundError(f"{name}: remote shards are only read with download=True")
+        raise MissingFileError(f"{name}: remote shards are only read with download=True")
     urls = [pattern] if remote else expand_shards(pattern)
     missing = [u for u in urls if not remote and not os.path.isfile(u)]
     if not urls or missing:
-        raise FileNotFoundError(f"{name}: no shard files match {pattern!r}"
+        raise MissingFileError(f"{name}: no shard files match {pattern!r}"
                                 + (f" (missing: {missing[:3]})" if missing else ""))
     image_exts = tuple(e.lstrip(".") for e in IMAGE_EXTENSIONS)
     images: list[Any] = []
@@ -553,7 +554,7 @@ def load_webdataset(pattern: str, split: str = "train", download: bool = False,
                        leave=False):
         key = f"{sample.get('__url__')}:{sample['__key__']}"
         if "cls" not in sample:
-            raise ValueError(f"{name}: sample {key} has no .cls label")
+            raise SourceError(f"{name}: sample {key} has no .cls label")
         ext = next((e for e in image_exts if e in sample), None)
         if ext is not None:
             images.append(Image.open(io.BytesIO(sample[ext])))
@@ -561,24 +562,24 @@ def load_webdataset(pattern: str, split: str = "train", download: bool = False,
             try:
                 array = np.load(io.BytesIO(sample["npy"]), allow_pickle=False)
             except ValueError as e:  # object arrays (pickles) are refused, never unpickled
-                raise ValueError(f"{name}: sample {key}: .npy member is not a plain numeric array ({e})") from None
+                raise SourceError(f"{name}: sample {key}: .npy member is not a plain numeric array ({e})") from None
             arrays.append(_array_to_nchw(array, name, batched=False))
         else:
-            raise ValueError(f"{name}: sample {key} has no image member "
+            raise SourceError(f"{name}: sample {key} has no image member "
                              f"(.{', .'.join(image_exts)} or .npy); members: {sorted(sample)}")
         labels.append(int(sample["cls"].decode("ascii").strip()))
     if images and arrays:
-        raise ValueError(f"{name}: shards mix encoded images and .npy arrays")
+        raise SourceError(f"{name}: shards mix encoded images and .npy arrays")
     pixels = _stack_images(images, name) if images else _stack_arrays(arrays, name)
     return _real_data(pixels, torch.tensor(labels, dtype=torch.int64), None, name, split)
 
 
 def _stack_arrays(arrays: list[torch.Tensor], name: str) -> torch.Tensor:
     if not arrays:
-        raise ValueError(f"{name}: no samples found")
+        raise SourceError(f"{name}: no samples found")
     shapes = {tuple(a.shape) for a in arrays}
     dtypes = {a.dtype for a in arrays}
     if len(shapes) > 1 or len(dtypes) > 1:
-        raise ValueError(f"{name}: .npy images differ in shape or dtype: {sorted(shapes)[:3]}, "
+        raise SourceError(f"{name}: .npy images differ in shape or dtype: {sorted(shapes)[:3]}, "
                          f"{sorted(map(str, dtypes))}")
     return torch.stack(arrays)

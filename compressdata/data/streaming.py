@@ -36,6 +36,7 @@ from compressdata.data.sources import (
     channel_stats,
     expand_shards,
 )
+from compressdata.errors import MissingFileError, SourceError
 
 if TYPE_CHECKING:
     from compressdata.distill.config import DistillConfig
@@ -62,7 +63,7 @@ def _decode(members: dict[str, bytes], key: str) -> StreamSample:
     from PIL import Image
 
     if "cls" not in members:
-        raise ValueError(f"sample {key} has no .cls label; members: {sorted(members)}")
+        raise SourceError(f"sample {key} has no .cls label; members: {sorted(members)}")
     ext = next((e for e in _IMAGE_EXTS if e in members), None)
     if ext is not None:
         with Image.open(io.BytesIO(members[ext])) as img:
@@ -70,7 +71,7 @@ def _decode(members: dict[str, bytes], key: str) -> StreamSample:
     elif "npy" in members:
         array = np.load(io.BytesIO(members["npy"]), allow_pickle=False)
     else:
-        raise ValueError(f"sample {key} has no image member (.{', .'.join(_IMAGE_EXTS)} or .npy); "
+        raise SourceError(f"sample {key} has no image member (.{', .'.join(_IMAGE_EXTS)} or .npy); "
                          f"members: {sorted(members)}")
     image = _array_to_nchw(array, key, batched=False)
     return StreamSample(image, int(members["cls"].decode("ascii").strip()), key)
@@ -125,9 +126,9 @@ class ShardStream(IterableDataset):
                  shuffle_buffer: int = 1000, shuffle_shards: bool = True, epochs: int | None = None):
         super().__init__()
         if not shards:
-            raise ValueError("a shard stream needs at least one shard")
+            raise SourceError("a shard stream needs at least one shard")
         if not 0 <= rank < world_size:
-            raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
+            raise SourceError(f"rank must lie in [0, world_size={world_size}), got {rank}")
         self.shards, self.seed, self.rank, self.world_size = list(shards), seed, rank, world_size
         self.shuffle_buffer, self.shuffle_shards, self.epochs = shuffle_buffer, shuffle_shards, epochs
 
@@ -137,7 +138,7 @@ class ShardStream(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         readers = self.world_size * workers
         if readers > len(self.shards):
-            raise ValueError(f"{readers} readers ({self.world_size} ranks x {workers} workers) "
+            raise SourceError(f"{readers} readers ({self.world_size} ranks x {workers} workers) "
                              f"need at least {readers} shards, got {len(self.shards)}; write more "
                              f"shards or use fewer workers")
         return self.rank * workers + worker, readers
@@ -185,7 +186,7 @@ class HFStream(IterableDataset):
             self.ds.set_epoch(epoch)
             for i, row in enumerate(self.ds):
                 if self.image_column not in row or self.label_column not in row:
-                    raise ValueError(f"{self.name}: rows need columns {self.image_column!r} and "
+                    raise SourceError(f"{self.name}: rows need columns {self.image_column!r} and "
                                      f"{self.label_column!r}; got {sorted(row)}")
                 image = _array_to_nchw(np.asarray(row[self.image_column]), self.name, batched=False)
                 yield StreamSample(image, int(row[self.label_column]), f"{self.name}:{epoch}:{i}")
@@ -215,7 +216,7 @@ class StreamingSampler:
                  normalization: Normalization, device: torch.device | str = "cpu",
                  refresh: int | None = None, max_warmup: int | None = None):
         if capacity < 1:
-            raise ValueError(f"the per-class buffer capacity must be >= 1, got {capacity}")
+            raise SourceError(f"the per-class buffer capacity must be >= 1, got {capacity}")
         self.samples, self.n_classes, self.capacity = samples, n_classes, capacity
         self.normalization, self.device = normalization, torch.device(device)
         self.refresh = refresh if refresh is not None else n_classes
@@ -229,7 +230,7 @@ class StreamingSampler:
     def _add(self, sample: StreamSample) -> None:
         c = sample.label
         if not 0 <= c < self.n_classes:
-            raise ValueError(f"streamed sample {sample.key} has label {c}; expected [0, "
+            raise SourceError(f"streamed sample {sample.key} has label {c}; expected [0, "
                              f"{self.n_classes})")
         pixels = sample.image.to(torch.float32) / (255.0 if sample.image.dtype == torch.uint8 else 1.0)
         x = self.normalization.apply(pixels.unsqueeze(0))[0].to(self.device)
@@ -249,14 +250,14 @@ class StreamingSampler:
         while min(self.counts) < self.capacity:
             if self.seen >= limit:
                 short = {c: n for c, n in enumerate(self.counts) if n < self.capacity}
-                raise ValueError(f"the stream gave {self.seen} samples but the per-class buffers "
+                raise SourceError(f"the stream gave {self.seen} samples but the per-class buffers "
                                  f"of classes {sorted(short)} are still short of {self.capacity} "
                                  f"(have {short}); lower the buffer (stream_buffer_per_class) or "
                                  f"check that every class is in this rank's shards")
             before = self.seen
             self._pull(self.n_classes)
             if self.seen == before:
-                raise ValueError(f"the stream ended after {self.seen} samples before every class "
+                raise SourceError(f"the stream ended after {self.seen} samples before every class "
                                  f"had {self.capacity} buffered")
 
     @property
@@ -285,7 +286,7 @@ def open_stream(source: str, split: str, *, seed: int, rank: int, world_size: in
         shards = expand_shards(source[4:])
         missing = [s for s in shards if not s.endswith(".tar") or not os.path.isfile(s)]
         if not shards or missing:
-            raise FileNotFoundError(f"{source}: no readable .tar shards match (missing or not .tar: "
+            raise MissingFileError(f"{source}: no readable .tar shards match (missing or not .tar: "
                                     f"{missing[:3]})")
         return ShardStream(shards, seed=seed, rank=rank, world_size=world_size,
                            shuffle_buffer=1000 if shuffle else 0, shuffle_shards=shuffle,
@@ -293,7 +294,7 @@ def open_stream(source: str, split: str, *, seed: int, rank: int, world_size: in
     if source.startswith("hf:"):
         return HFStream(source[3:], split, seed=seed, rank=rank, world_size=world_size,
                         shuffle_buffer=1000 if shuffle else 0, epochs=epochs)
-    raise ValueError(f"streaming reads 'wds:' or 'hf:' sources, got {source!r}")
+    raise SourceError(f"streaming reads 'wds:' or 'hf:' sources, got {source!r}")
 
 
 def probe(source: str, split: str, n: int = PROBE_SAMPLES) -> RealData:
@@ -303,7 +304,7 @@ def probe(source: str, split: str, n: int = PROBE_SAMPLES) -> RealData:
     stream = open_stream(source, split, seed=0, rank=0, world_size=1, shuffle=False, epochs=1)
     samples = list(itertools.islice(iter(stream), n))
     if not samples:
-        raise ValueError(f"{source}: the stream is empty")
+        raise SourceError(f"{source}: the stream is empty")
     pixels = torch.stack([s.image for s in samples])
     labels = torch.tensor([s.label for s in samples], dtype=torch.int64)
     classes = getattr(stream, "classes", None) or [str(c) for c in range(int(labels.max()) + 1)]
@@ -318,7 +319,7 @@ def streaming_source(config: DistillConfig, device: torch.device,
     from compressdata.distill.distributed import current_world
 
     if data is not None:
-        raise ValueError("a streaming run reads config.source itself; do not pass in-memory data")
+        raise SourceError("a streaming run reads config.source itself; do not pass in-memory data")
     world = current_world()
     head = probe(config.source, config.split)
     stream = open_stream(config.source, config.split, seed=config.seed, rank=world.rank,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from compressdata.bank.metadata import Normalization
+from compressdata.errors import SourceError
 
 
 def fit_zca(
@@ -19,9 +20,9 @@ def fit_zca(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit ZCA on standardised images [N, C, H, W] -> (zca_mean [D], zca_whiten [D, D]) float32."""
     if images.ndim != 4 or images.shape[0] < 2:
-        raise ValueError(f"fit_zca needs images [N>=2, C, H, W]; got shape {tuple(images.shape)}")
+        raise SourceError(f"fit_zca needs images [N>=2, C, H, W]; got shape {tuple(images.shape)}")
     if not regularization > 0:
-        raise ValueError(f"regularization must be > 0; got {regularization!r}")
+        raise SourceError(f"regularization must be > 0; got {regularization!r}")
     flat = images.reshape(images.shape[0], -1)
     mean = flat.to(torch.float64).mean(0)
     cov = torch.zeros(flat.shape[1], flat.shape[1], dtype=torch.float64)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from compressdata.errors import UsageError
 from compressdata.runtime.transfer import to_device
 
 OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
@@ -50,10 +51,10 @@ class DSASample:
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """Apply this augmentation to images [n, C, H, W] (differentiable w.r.t. x)."""
         if x.ndim != 4:
-            raise ValueError(f"DSA needs images [n, C, H, W]; got shape {tuple(x.shape)}")
+            raise UsageError(f"DSA needs images [n, C, H, W]; got shape {tuple(x.shape)}")
         n = next(iter(self.draws.values())).shape[0]
         if n not in (1, x.shape[0]):
-            raise ValueError(f"this sample holds {n} per-image draws; the batch has {x.shape[0]} "
+            raise UsageError(f"this sample holds {n} per-image draws; the batch has {x.shape[0]} "
                              f"images (sample with shared=True to apply one draw to any batch)")
         d = {k: to_device(v, x.device) for k, v in self.draws.items()}
         return _APPLY[self.op](x, d, self.params)
@@ -64,7 +65,7 @@ def parse_strategy(strategy: str) -> tuple[str, ...]:
     ops = tuple(s for s in strategy.split("_") if s)
     unknown = [s for s in ops if s not in OPS]
     if not ops or unknown:
-        raise ValueError(f"bad DSA strategy {strategy!r}: unknown ops {unknown}; "
+        raise UsageError(f"bad DSA strategy {strategy!r}: unknown ops {unknown}; "
                          f"join ops from {OPS} with '_'")
     return ops
 
@@ -122,7 +123,7 @@ def dsa(
     every image gets its own draw from `generator` (the global RNG when None).
     """
     if x.ndim != 4:
-        raise ValueError(f"DSA needs images [n, C, H, W]; got shape {tuple(x.shape)}")
+        raise UsageError(f"DSA needs images [n, C, H, W]; got shape {tuple(x.shape)}")
     if seed is not None:
         generator = torch.Generator().manual_seed(int(seed))
     sample = sample_dsa(strategy, x.shape[0], tuple(x.shape[-2:]), generator, params,

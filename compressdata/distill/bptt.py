@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from compressdata.errors import UsageError
+
 Tensors = dict[str, torch.Tensor]
 BatchFn = Callable[[Mapping[str, torch.Tensor], int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 OuterLossFn = Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
@@ -74,13 +76,13 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 def _check(params: Mapping[str, torch.Tensor], theta: Mapping[str, torch.Tensor], steps: int,
            seeds: Sequence[int]) -> None:
     if steps < 1:
-        raise ValueError(f"the unroll needs at least one inner step, got steps={steps}")
+        raise UsageError(f"the unroll needs at least one inner step, got steps={steps}")
     if len(seeds) != steps:
-        raise ValueError(f"need one seed per inner step: steps={steps}, got {len(seeds)} seeds")
+        raise UsageError(f"need one seed per inner step: steps={steps}, got {len(seeds)} seeds")
     if not params:
-        raise ValueError("the network has no parameters to train")
+        raise UsageError("the network has no parameters to train")
     if not theta:
-        raise ValueError("theta is empty: nothing to differentiate")
+        raise UsageError("theta is empty: nothing to differentiate")
 
 
 def _learnable_lr(lr: float | torch.Tensor) -> bool:
@@ -120,7 +122,7 @@ def _window(steps: int, window: int | None) -> int:
     if window is None:
         return steps
     if not isinstance(window, int) or isinstance(window, bool) or not 1 <= window <= steps:
-        raise ValueError(f"window must be an int in [1, steps={steps}] (the last steps differentiated), "
+        raise UsageError(f"window must be an int in [1, steps={steps}] (the last steps differentiated), "
                          f"got {window!r}")
     return window
 

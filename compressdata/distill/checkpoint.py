@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 
 from compressdata.bank.format import canonical_json
 from compressdata.bank.io import SAFETENSORS_DTYPE_SIZES, parse_metadata_json, read_container
-from compressdata.errors import BankFormatError, CheckpointError
+from compressdata.errors import BankFormatError, CheckpointError, MissingFileError
 from compressdata.files import atomic_write
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -67,7 +67,7 @@ def load_checkpoint(directory: str | os.PathLike,
     """
     path = Path(directory) / CHECKPOINT_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint to resume from: {path} does not exist")
+        raise MissingFileError(f"no checkpoint to resume from: {path} does not exist")
     tensors, meta = read_run_file(path, _KEY, "checkpoint")
     if meta.get("format") != FORMAT or meta.get("version") != VERSION or isinstance(meta.get("version"), bool):
         raise CheckpointError(f"expected format {FORMAT!r} version {VERSION}, got "

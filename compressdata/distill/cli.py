@@ -27,6 +27,7 @@ from compressdata.distill.config import (
 )
 from compressdata.distill.distributed import distributed_session
 from compressdata.distill.outer import OPTIMIZERS, SCHEDULES
+from compressdata.errors import ConfigError
 from compressdata.params.budget import MIN_BASES_PER_CLASS
 
 
@@ -185,11 +186,11 @@ def _objective_names() -> list[str]:
 
 def _check_out(out: Path, force: bool) -> None:
     if out.is_dir():
-        raise ValueError(f"--out {out} is a directory; expected a file path")
+        raise ConfigError(f"--out {out} is a directory; expected a file path")
     if not out.parent.is_dir():
-        raise ValueError(f"--out {out}: the directory {out.parent} does not exist")
+        raise ConfigError(f"--out {out}: the directory {out.parent} does not exist")
     if out.exists() and not force:
-        raise ValueError(f"--out {out} exists; pass --force to overwrite it")
+        raise ConfigError(f"--out {out} exists; pass --force to overwrite it")
 
 
 def run_distill(args: argparse.Namespace) -> int:
@@ -198,7 +199,7 @@ def run_distill(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _check_out(out, args.force)
     if args.final_eval_networks < 0:
-        raise ValueError(f"--final-eval-networks must be >= 0, got {args.final_eval_networks}")
+        raise ConfigError(f"--final-eval-networks must be >= 0, got {args.final_eval_networks}")
     config = _config(args, out)
     with distributed_session(config.device, config.collective_timeout) as world:
         return _distill_and_save(args, config, out, world.is_main)

@@ -18,6 +18,7 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from compressdata.errors import ConfigError
 from compressdata.models import ARCHITECTURES as ARCHS
 from compressdata.models import NORMS
 
@@ -237,13 +238,13 @@ class DistillConfig:
         if self.init is not None:
             _one_of("init", self.init, INITS)
             if self.init in MEMORY_ONLY_INITS and self.kind != "memory":
-                raise ValueError(f"init {self.init!r} fits bases and addresses (parameterization memory); "
+                raise ConfigError(f"init {self.init!r} fits bases and addresses (parameterization memory); "
                                  f"the parameterization is {self.kind!r}: use init 'real' or 'random'")
         if self.split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', got {self.split!r}")
+            raise ConfigError(f"split must be 'train' or 'test', got {self.split!r}")
         if not (isinstance(self.budget_ipc, (int, float)) and math.isfinite(self.budget_ipc)
                 and self.budget_ipc > 0):
-            raise ValueError(f"budget_ipc must be a positive number, got {self.budget_ipc!r}")
+            raise ConfigError(f"budget_ipc must be a positive number, got {self.budget_ipc!r}")
         for name in ("n_bases", "downsample"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
@@ -252,23 +253,23 @@ class DistillConfig:
                      "eval_networks", "networks_per_iteration", "stream_buffer_per_class"):
             _positive_int(name, getattr(self, name))
         if not isinstance(self.eval_every, int) or self.eval_every < 0:
-            raise ValueError(f"eval_every must be an int >= 0 (0 = never), got {self.eval_every!r}")
+            raise ConfigError(f"eval_every must be an int >= 0 (0 = never), got {self.eval_every!r}")
         _one_of("network_batching", self.network_batching, NETWORK_BATCHINGS)
         if self.network_batching == "vmap" and self.objective != "bptt":
-            raise ValueError(f"network_batching 'vmap' is implemented for the bptt objective, not "
+            raise ConfigError(f"network_batching 'vmap' is implemented for the bptt objective, not "
                              f"{self.objective!r}; use 'loop'")
         if self.network_batching == "vmap" and self.mim_weight > 0:
-            raise ValueError("network_batching 'vmap' batches the bptt objective alone and would drop the "
+            raise ConfigError("network_batching 'vmap' batches the bptt objective alone and would drop the "
                              "mim add-on; use 'loop' with mim_weight > 0")
         if not isinstance(self.stream_workers, int) or self.stream_workers < 0:
-            raise ValueError(f"stream_workers must be an int >= 0, got {self.stream_workers!r}")
+            raise ConfigError(f"stream_workers must be an int >= 0, got {self.stream_workers!r}")
         if self.streaming and not self.source.startswith(("wds:", "hf:")):
-            raise ValueError(f"streaming reads 'wds:' or 'hf:' sources, got source {self.source!r}")
+            raise ConfigError(f"streaming reads 'wds:' or 'hf:' sources, got source {self.source!r}")
         if self.streaming and self.zca:
-            raise ValueError("zca whitening is fitted on the whole split; it cannot be combined "
+            raise ConfigError("zca whitening is fitted on the whole split; it cannot be combined "
                              "with streaming")
         if self.streaming and self.stream_buffer_per_class < self.real_batch_per_class:
-            raise ValueError(f"stream_buffer_per_class ({self.stream_buffer_per_class}) must be at "
+            raise ConfigError(f"stream_buffer_per_class ({self.stream_buffer_per_class}) must be at "
                              f"least real_batch_per_class ({self.real_batch_per_class})")
         for name in ("gm_outer_loop", "gm_inner_loop"):
             if getattr(self, name) is not None:
@@ -279,34 +280,34 @@ class DistillConfig:
             if value is None and name in ("outer_lr", "clip_norm"):
                 continue
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+                raise ConfigError(f"{name} must be a positive number, got {value!r}")
         for name in ("inner_momentum", "outer_momentum"):
             value = getattr(self, name)
             if value is None and name == "outer_momentum":
                 continue
             if not (isinstance(value, (int, float)) and 0 <= value < 1):
-                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+                raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
         self._validate_outer()
         if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
+            raise ConfigError(f"seed must be an int >= 0, got {self.seed!r}")
         if self.resume and not self.checkpoint_dir:
-            raise ValueError("resume needs a checkpoint directory (checkpoint_dir / --checkpoint-dir)")
+            raise ConfigError("resume needs a checkpoint directory (checkpoint_dir / --checkpoint-dir)")
         if not (isinstance(self.mim_weight, (int, float)) and math.isfinite(self.mim_weight)
                 and self.mim_weight >= 0):
-            raise ValueError(f"mim_weight must be a number >= 0 (0 = off), got {self.mim_weight!r}")
+            raise ConfigError(f"mim_weight must be a number >= 0 (0 = off), got {self.mim_weight!r}")
         if self.method == "random-real":
             if self.learn_labels or self.dsa or self.mim_weight:
-                raise ValueError("random-real does no optimisation: learn_labels, dsa and mim do "
+                raise ConfigError("random-real does no optimisation: learn_labels, dsa and mim do "
                                  "not apply")
             if self.objective != "bptt" or self.kind != "pixels":
-                raise ValueError(f"random-real stores real pixels and optimises nothing: "
+                raise ConfigError(f"random-real stores real pixels and optimises nothing: "
                                  f"objective {self.objective!r} / parameterization {self.kind!r} "
                                  "do not apply (use --method rtp with --objective/--param)")
         if self.method == "pixels" and self.kind != "pixels":
-            raise ValueError(f"method 'pixels' is pixels + bptt; it contradicts parameterization "
+            raise ConfigError(f"method 'pixels' is pixels + bptt; it contradicts parameterization "
                              f"{self.kind!r} (use --param {self.kind} without --method pixels)")
         if self.learn_labels and self.objective in LABEL_FREE_OBJECTIVES:
-            raise ValueError(f"objective {self.objective!r} never uses labels, so learn_labels "
+            raise ConfigError(f"objective {self.objective!r} never uses labels, so learn_labels "
                              "would learn nothing; drop learn_labels or pick bptt or gm")
         if self.dsa:
             from compressdata.distill.augment import parse_strategy
@@ -315,16 +316,16 @@ class DistillConfig:
         if self.bptt_window is not None:
             _positive_int("bptt_window", self.bptt_window)
             if self.bptt_window > self.unroll_steps:
-                raise ValueError(f"bptt_window ({self.bptt_window}) must be at most unroll_steps "
+                raise ConfigError(f"bptt_window ({self.bptt_window}) must be at most unroll_steps "
                                  f"({self.unroll_steps}): the unroll lengths are drawn from [window, unroll_steps]")
             if self.objective != "bptt":
-                raise ValueError(f"bptt_window truncates the bptt objective's unroll; objective is {self.objective!r}")
+                raise ConfigError(f"bptt_window truncates the bptt objective's unroll; objective is {self.objective!r}")
             if self.network_batching == "vmap":
-                raise ValueError("bptt_window draws an unroll length per network, which vectorised networks "
+                raise ConfigError("bptt_window draws an unroll length per network, which vectorised networks "
                                  "cannot share; use network_batching 'loop'")
         if not (isinstance(self.graph_memory_mb, (int, float)) and not isinstance(self.graph_memory_mb, bool)
                 and math.isfinite(self.graph_memory_mb) and self.graph_memory_mb >= 0):
-            raise ValueError(f"graph_memory_mb must be a number >= 0 (0: always recompute), "
+            raise ConfigError(f"graph_memory_mb must be a number >= 0 (0: always recompute), "
                              f"got {self.graph_memory_mb!r}")
         self._validate_objective()
         return self
@@ -339,17 +340,17 @@ class DistillConfig:
             _one_of("outer_schedule", self.outer_schedule, SCHEDULES)
         optimizer = self.resolved_optimizer[0]
         if optimizer == "adam" and self.outer_momentum is not None:
-            raise ValueError(f"outer_momentum ({self.outer_momentum}) is an sgd option; the adam outer "
+            raise ConfigError(f"outer_momentum ({self.outer_momentum}) is an sgd option; the adam outer "
                              "optimiser uses outer_betas (--outer-betas B1 B2)")
         if self.outer_betas is None:
             return
         if optimizer != "adam":
-            raise ValueError(f"outer_betas are Adam's; the outer optimiser is {optimizer!r} (set outer_optimizer "
+            raise ConfigError(f"outer_betas are Adam's; the outer optimiser is {optimizer!r} (set outer_optimizer "
                              "'adam', or outer_momentum for sgd)")
         betas = self.outer_betas
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(
                 isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
-            raise ValueError(f"outer_betas must be two numbers in [0, 1) (beta1, beta2), got {betas!r}")
+            raise ConfigError(f"outer_betas must be two numbers in [0, 1) (beta1, beta2), got {betas!r}")
 
     def _validate_objective(self) -> None:
         """The mtt_* and dwa_* options (checked whatever the objective, so a bad value never waits)."""
@@ -361,22 +362,22 @@ class DistillConfig:
         for name in ("dwa_r_bn", "dwa_first_bn_weight"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+                raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
         if not isinstance(self.dwa_jitter, int) or self.dwa_jitter < 0:
-            raise ValueError(f"dwa_jitter must be an int >= 0 (pixels), got {self.dwa_jitter!r}")
+            raise ConfigError(f"dwa_jitter must be an int >= 0 (pixels), got {self.dwa_jitter!r}")
         _one_of("dwa_teacher_arch", self.dwa_teacher_arch, DWA_TEACHER_ARCHS)
         if not isinstance(self.dwa_teacher, str) or not self.dwa_teacher:
-            raise ValueError(f"dwa_teacher must be 'train' or a teacher file path, got {self.dwa_teacher!r}")
+            raise ConfigError(f"dwa_teacher must be 'train' or a teacher file path, got {self.dwa_teacher!r}")
         if self.objective == "mtt":
             if not self.mtt_expert_dir:
-                raise ValueError("objective mtt needs expert trajectories: set mtt_expert_dir "
+                raise ConfigError("objective mtt needs expert trajectories: set mtt_expert_dir "
                                  "(--expert-dir; make them with `compressdata experts`)")
             if self.norm == "batchnorm" or self.arch == "resnet18_bn":
-                raise ValueError("objective mtt steps networks functionally: it needs a norm without "
+                raise ConfigError("objective mtt steps networks functionally: it needs a norm without "
                                  f"running statistics (instancenorm or none), got arch={self.arch!r} "
                                  f"norm={self.norm!r}")
         if self.objective == "dwa" and self.learn_labels:
-            raise ValueError("objective dwa labels the synthetic set with the teacher's soft labels: "
+            raise ConfigError("objective dwa labels the synthetic set with the teacher's soft labels: "
                              "learn_labels does not apply")
 
     def to_dict(self) -> dict[str, Any]:
@@ -389,7 +390,7 @@ class DistillConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown distill options {unknown}")
+            raise ConfigError(f"unknown distill options {unknown}")
         if isinstance(d.get("outer_betas"), list):  # JSON has no tuples
             d = {**d, "outer_betas": tuple(d["outer_betas"])}
         return cls(**d)
@@ -411,15 +412,15 @@ class DistillConfig:
 
 def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(allowed)}")
+        raise ConfigError(f"unknown {name} {value!r}; expected one of {', '.join(allowed)}")
 
 
 def _positive_number(name: str, value: Any) -> None:
     if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             and value > 0):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")
 
 
 def _positive_int(name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+        raise ConfigError(f"{name} must be a positive int, got {value!r}")

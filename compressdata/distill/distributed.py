@@ -19,11 +19,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from compressdata.errors import CollectiveError, UsageError
+
 DEFAULT_TIMEOUT_S = 600.0
-
-
-class CollectiveError(RuntimeError):
-    """A collective operation with the other ranks failed or timed out."""
 
 
 @dataclass(frozen=True)
@@ -51,14 +49,14 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from None
+        raise UsageError(f"environment variable {name} must be an integer, got {raw!r}") from None
 
 
 def env_world() -> World:
     """The world the launcher (torchrun) describes in the environment; one process without it."""
     world = World(_env_int("RANK", 0), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0))
     if world.size < 1 or not 0 <= world.rank < world.size:
-        raise ValueError(f"RANK={world.rank} and WORLD_SIZE={world.size}: expected "
+        raise UsageError(f"RANK={world.rank} and WORLD_SIZE={world.size}: expected "
                          f"0 <= RANK < WORLD_SIZE")
     return world
 
@@ -90,9 +88,9 @@ def distributed_session(device: str | None = None,
         yield current_world()
         return
     if not dist.is_available():
-        raise RuntimeError("this PyTorch build has no torch.distributed; run one process")
+        raise CollectiveError("this PyTorch build has no torch.distributed; run one process")
     if not timeout_s > 0:
-        raise ValueError(f"collective timeout must be > 0 seconds, got {timeout_s!r}")
+        raise UsageError(f"collective timeout must be > 0 seconds, got {timeout_s!r}")
     backend = backend_for(device)
     if backend == "nccl":
         torch.cuda.set_device(world.local_rank)

@@ -29,7 +29,7 @@ from compressdata.bank.io import parse_metadata_json, read_regular_file
 from compressdata.data.sources import RealData, load_source
 from compressdata.data.zca import zca_normalization
 from compressdata.distill.checkpoint import read_run_file
-from compressdata.errors import BankFormatError, CheckpointError
+from compressdata.errors import BankFormatError, CheckpointError, ConfigError, MissingFileError
 from compressdata.files import atomic_write
 from compressdata.models import build_model
 
@@ -64,17 +64,17 @@ class ExpertConfig:
         for name in ("experts", "epochs", "batch_size", "width", "depth"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                raise ConfigError(f"{name} must be a positive int, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+            raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
         if self.norm == "batchnorm" or self.arch == "resnet18_bn":
-            raise ValueError("experts are replayed functionally by mtt: use a norm without running "
+            raise ConfigError("experts are replayed functionally by mtt: use a norm without running "
                              f"statistics (instancenorm or none), got arch={self.arch!r} norm={self.norm!r}")
         if self.train_examples is not None and (not isinstance(self.train_examples, int)
                                                 or self.train_examples < 1):
-            raise ValueError(f"train_examples must be a positive int or None, got {self.train_examples!r}")
+            raise ConfigError(f"train_examples must be a positive int or None, got {self.train_examples!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
+            raise ConfigError(f"seed must be an int >= 0, got {self.seed!r}")
         if self.dsa:
             from compressdata.distill.augment import parse_strategy
 
@@ -163,7 +163,7 @@ def train_experts(config: ExpertConfig, directory: str | os.PathLike, data: Real
         saved = _manifest_config(_read_manifest(manifest_path), manifest_path)
         if saved.comparable() != config.comparable():
             diff = sorted(k for k, v in config.comparable().items() if saved.comparable()[k] != v)
-            raise ValueError(f"{directory} holds experts trained with different {', '.join(diff)}; "
+            raise ConfigError(f"{directory} holds experts trained with different {', '.join(diff)}; "
                              "use another --out directory")
     data = training_data(config, data)
     device = torch.device(device)
@@ -187,7 +187,7 @@ def train_experts(config: ExpertConfig, directory: str | os.PathLike, data: Real
             meta, tensors = _read(path)
             saved = meta.get("config")
             if not isinstance(saved, dict) or saved != asdict(config) | {"experts": saved.get("experts")}:
-                raise ValueError(f"{path} was trained with other settings; use another --out directory")
+                raise ConfigError(f"{path} was trained with other settings; use another --out directory")
             start = meta.get("epochs_done")
             if not isinstance(start, int) or isinstance(start, bool) or not 0 <= start <= config.epochs:
                 raise CheckpointError(f"field 'epochs_done': expected an integer in 0..{config.epochs}, got "
@@ -262,7 +262,7 @@ class ExpertStore:
         self.directory = Path(directory)
         path = self.directory / MANIFEST
         if not path.is_file():
-            raise FileNotFoundError(f"no expert trajectories in {self.directory}: {MANIFEST} is missing "
+            raise MissingFileError(f"no expert trajectories in {self.directory}: {MANIFEST} is missing "
                                     "(make them with `compressdata experts --out DIR`)")
         manifest = _read_manifest(path)
         self.config = _manifest_config(manifest, path)
@@ -291,7 +291,7 @@ class ExpertStore:
     def load(self, expert: int, epoch: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         """Parameters of `expert` after `epoch` epochs (0 = initialisation), by parameter name."""
         if self.epochs.get(expert, -1) < epoch:
-            raise ValueError(f"expert {expert} has {self.epochs.get(expert, 0)} epochs stored; "
+            raise ConfigError(f"expert {expert} has {self.epochs.get(expert, 0)} epochs stored; "
                              f"epoch {epoch} was asked for")
         path = expert_file(self.directory, expert)
         if expert not in self._checked:

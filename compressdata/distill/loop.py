@@ -49,7 +49,7 @@ from compressdata.distill.objectives import EXTRA_THETA, FINISHERS
 from compressdata.distill.outer import outer_adam_step, outer_sgd_step, scheduled_lr
 from compressdata.distill.parallel import iteration_objective
 from compressdata.distill.run import DistillRun
-from compressdata.errors import CheckpointError, DivergenceError
+from compressdata.errors import CheckpointError, DivergenceError, UsageError
 from compressdata.evaluate import evaluate_tensors
 from compressdata.params import Layout, get_parameterization, layout_for_budget
 from compressdata.runtime.allocator import active_allocator
@@ -65,9 +65,9 @@ def resolve_device(device: str | None) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"unknown device {device!r}; expected e.g. cpu, cuda, cuda:1") from None
+        raise UsageError(f"unknown device {device!r}; expected e.g. cpu, cuda, cuda:1") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
+        raise UsageError(f"device {device!r} requested but CUDA is not available")
     return resolved
 
 
@@ -76,7 +76,7 @@ def prepare_source(config: DistillConfig, data: RealData | None = None) -> RealD
     data = data if data is not None else load_source(config.source, config.split)
     if config.zca:
         if data.normalization.uses_zca:
-            raise ValueError("the source already carries ZCA whitening; do not ask for zca again")
+            raise UsageError("the source already carries ZCA whitening; do not ask for zca again")
         data = data.with_normalization(
             zca_normalization(data.normalization, data.float_pixels, config.zca_regularization))
     return data
@@ -132,7 +132,7 @@ def _initial_state(run: DistillRun, log: Callable[[str], None]) -> DistillState:
         saved = _saved_config(saved_dict, config.checkpoint_dir)
         different = config.differences(saved)
         if different:
-            raise ValueError(f"cannot resume from {config.checkpoint_dir}: the checkpoint was made "
+            raise UsageError(f"cannot resume from {config.checkpoint_dir}: the checkpoint was made "
                              f"with different {', '.join(different)} (only "
                              f"{', '.join(sorted(config.resumable_changes))} may change)")
         _check_buffers(config, state, config.checkpoint_dir)
@@ -143,7 +143,7 @@ def _initial_state(run: DistillRun, log: Callable[[str], None]) -> DistillState:
             MetricsLog(Path(config.checkpoint_dir) / METRICS_FILE).truncate_after(state.iteration)
         return state
     if config.checkpoint_dir and (Path(config.checkpoint_dir) / CHECKPOINT_FILE).exists():
-        raise ValueError(f"{config.checkpoint_dir} already holds a checkpoint of a run: continue it "
+        raise UsageError(f"{config.checkpoint_dir} already holds a checkpoint of a run: continue it "
                          "with resume (--resume), or use another checkpoint directory")
     if config.checkpoint_dir and current_world().is_main:  # a run killed before its first checkpoint left these
         MetricsLog(Path(config.checkpoint_dir) / METRICS_FILE).clear()
@@ -180,10 +180,10 @@ def _check_buffers(config: DistillConfig, state: DistillState, directory: str | 
     """A resumed state must carry the outer optimiser's buffers: Adam's second moments, sgd none."""
     adam = config.resolved_optimizer[0] == "adam"
     if adam and set(state.second_moment) != set(state.theta):
-        raise ValueError(f"cannot resume from {directory}: the adam outer optimiser needs a second moment per "
+        raise UsageError(f"cannot resume from {directory}: the adam outer optimiser needs a second moment per "
                          f"theta tensor {sorted(state.theta)}, the checkpoint has {sorted(state.second_moment)}")
     if not adam and state.second_moment:
-        raise ValueError(f"cannot resume from {directory}: the checkpoint holds Adam second moments but the "
+        raise UsageError(f"cannot resume from {directory}: the checkpoint holds Adam second moments but the "
                          "outer optimiser is sgd")
 
 

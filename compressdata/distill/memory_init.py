@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from compressdata.errors import UsageError
+
 POOL_PER_CLASS = 256
 KMEANS_ITERATIONS = 20
 
@@ -23,7 +25,7 @@ def svd_fit(rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(addresses [n, K], bases [K, d]) of the rank-K truncated SVD of rows [n, d] (float64)."""
     u, s, vh = torch.linalg.svd(rows.double(), full_matrices=False)
     if s.numel() < k:
-        raise ValueError(f"an SVD fit needs at least K={k} rows, got {s.numel()}")
+        raise UsageError(f"an SVD fit needs at least K={k} rows, got {s.numel()}")
     root = s[:k].sqrt()
     return u[:, :k] * root, root.unsqueeze(1) * vh[:k]
 
@@ -32,7 +34,7 @@ def pca_bases(pool: torch.Tensor, k: int) -> torch.Tensor:
     """The top K right singular vectors of pool [m, d] (uncentred principal directions), [K, d]."""
     _, s, vh = torch.linalg.svd(pool.double(), full_matrices=False)
     if s.numel() < k:
-        raise ValueError(f"PCA bases need a pool of at least K={k} images, got {s.numel()}")
+        raise UsageError(f"PCA bases need a pool of at least K={k} images, got {s.numel()}")
     return vh[:k]
 
 
@@ -40,7 +42,7 @@ def kmeans_bases(pool: torch.Tensor, k: int, generator: torch.Generator) -> torc
     """K centroids of pool [m, d] by k-means (k-means++ seeding, `KMEANS_ITERATIONS` Lloyd steps)."""
     pool = pool.double()
     if pool.shape[0] < k:
-        raise ValueError(f"k-means bases need a pool of at least K={k} images, got {pool.shape[0]}")
+        raise UsageError(f"k-means bases need a pool of at least K={k} images, got {pool.shape[0]}")
     centroids = pool[torch.randint(pool.shape[0], (1,), generator=generator)]
     for _ in range(1, k):
         distance = torch.cdist(pool, centroids).min(dim=1).values.square()

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from compressdata.distill import memory_init
+from compressdata.errors import UsageError
 from compressdata.params import Layout, get_parameterization
 from compressdata.runtime.transfer import to_device
 
@@ -33,7 +34,7 @@ class RealSampler:
         self.by_class = [torch.nonzero(labels.cpu() == c).flatten() for c in range(n_classes)]
         empty = [c for c, idx in enumerate(self.by_class) if idx.numel() == 0]
         if empty:
-            raise ValueError(f"the real data have no examples of class(es) {empty}")
+            raise UsageError(f"the real data have no examples of class(es) {empty}")
 
     def class_index(self, per_class: int, generator: torch.Generator) -> torch.Tensor:
         """Rows of `per_class` distinct examples of every class (fewer if a class is smaller)."""
@@ -142,7 +143,7 @@ def lowrank_factors(images: torch.Tensor, rank: int) -> tuple[torch.Tensor, torc
     """Rank-`rank` truncated SVD of every channel of images [N, C, H, W]: (u [N, C, H, rank],
     v [N, C, rank, W]) with u @ v the best rank-`rank` approximation (float32)."""
     if rank > min(images.shape[-2:]):
-        raise ValueError(f"rank {rank} exceeds the image size {tuple(images.shape[-2:])}")
+        raise UsageError(f"rank {rank} exceeds the image size {tuple(images.shape[-2:])}")
     u, s, vh = torch.linalg.svd(images.double(), full_matrices=False)
     root = s[..., :rank].sqrt()
     return ((u[..., :rank] * root.unsqueeze(-2)).float().contiguous(),
@@ -170,7 +171,7 @@ def random_real_subset(real: RealSampler, per_class: int,
     """`per_class` distinct random real examples of every class, class-major (images, labels)."""
     small = [c for c, idx in enumerate(real.by_class) if idx.numel() < per_class]
     if small:
-        raise ValueError(f"class(es) {small} have fewer than {per_class} real examples")
+        raise UsageError(f"class(es) {small} have fewer than {per_class} real examples")
     index = real.class_index(per_class, generator).to(real.images.device)
     return real.images[index].cpu(), real.labels[index].cpu()
 
@@ -178,7 +179,7 @@ def random_real_subset(real: RealSampler, per_class: int,
 def _real_rows(real: RealSampler | None, synthetic: SyntheticSet,
                generator: torch.Generator) -> torch.Tensor:
     if real is None:
-        raise ValueError("init='real' needs the real data")
+        raise UsageError("init='real' needs the real data")
     images, _ = random_real_subset(real, synthetic.per_class, generator)
     return images.float()
 

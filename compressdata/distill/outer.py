@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from compressdata.errors import UsageError
+
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine")
 ADAM_EPS = 1e-8
@@ -24,7 +26,7 @@ def scheduled_lr(lr: float, schedule: str, iteration: int, iterations: int) -> f
         return lr
     if schedule == "cosine":
         return lr * 0.5 * (1.0 + math.cos(math.pi * iteration / iterations))
-    raise ValueError(f"unknown outer schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
+    raise UsageError(f"unknown outer schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
 
 
 def clip_scale(grads: dict[str, torch.Tensor], clip: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,7 +62,7 @@ def outer_adam_step(theta: dict[str, torch.Tensor], grads: dict[str, torch.Tenso
     inputs are unchanged.
     """
     if step < 1:
-        raise ValueError(f"Adam's step count starts at 1, got {step}")
+        raise UsageError(f"Adam's step count starts at 1, got {step}")
     b1, b2 = betas
     with torch.no_grad():
         norm, scale = clip_scale(grads, clip)

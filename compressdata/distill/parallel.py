@@ -15,6 +15,7 @@ import torch
 from compressdata.distill.distributed import all_reduce_sum, current_world
 from compressdata.distill.objectives import ObjectiveResult, draw_seeds, objective_for
 from compressdata.distill.run import DistillRun
+from compressdata.errors import UsageError
 
 
 def iteration_objective(run: DistillRun, theta: dict[str, torch.Tensor],
@@ -27,7 +28,7 @@ def iteration_objective(run: DistillRun, theta: dict[str, torch.Tensor],
     if n == 1 and world.size == 1:
         return objective(run, theta, generator)
     if world.size > n:
-        raise ValueError(f"networks_per_iteration ({n}) must be at least the number of processes "
+        raise UsageError(f"networks_per_iteration ({n}) must be at least the number of processes "
                          f"({world.size}): every rank trains at least one network per iteration")
     seeds = draw_seeds(generator, n)
     mine = [torch.Generator().manual_seed(seeds[g]) for g in world.share(n)]
@@ -55,7 +56,7 @@ def local_sum(run: DistillRun, theta: dict[str, torch.Tensor],
         numeric = _numeric(r.metrics)
         total.metrics = {k: total.metrics[k] + numeric[k] for k in total.metrics}
     if total is None:
-        raise ValueError("local_sum needs at least one generator (one per network)")
+        raise UsageError("local_sum needs at least one generator (one per network)")
     return total
 
 

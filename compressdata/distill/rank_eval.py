@@ -15,6 +15,7 @@ import torch
 from compressdata.bank.metadata import RANDOM_REAL, EvaluationResult
 from compressdata.data.sources import RealData
 from compressdata.distill.distributed import current_world, gather_floats
+from compressdata.errors import UsageError
 from compressdata.evaluate import evaluate_bank, resolve_training
 
 
@@ -34,7 +35,7 @@ def evaluate_bank_over_ranks(bank: Any, test: RealData, *, arch: str | None = No
     if world.size == 1:
         return evaluate_bank(bank, test, networks=networks, seed=seed, progress=progress, **runtime, **options)
     if networks < 1:
-        raise ValueError(f"networks must be >= 1; got {networks}")
+        raise UsageError(f"networks must be >= 1; got {networks}")
     training = resolve_training(bank.recipe, protocol, networks=networks, **options)
     mine = list(range(world.rank, networks, world.size))  # rank 0 always has network 0
     results = [evaluate_bank(bank, test, networks=1, seed=seed + k, subset_seed=seed,

@@ -20,7 +20,7 @@ from compressdata.bank.format import canonical_json
 from compressdata.bank.metadata import Normalization, TrainingRecipe
 from compressdata.data.sources import RealData
 from compressdata.distill.checkpoint import read_run_file
-from compressdata.errors import CheckpointError
+from compressdata.errors import CheckpointError, MissingFileError, UsageError
 from compressdata.evaluate import train_network
 from compressdata.files import atomic_write
 from compressdata.models import build_model
@@ -53,7 +53,7 @@ def _build(arch: str, width: int, image_shape: tuple[int, int, int], num_classes
         return build_model("convnet", c, num_classes, (h, w), width=width, norm="batchnorm")
     if arch == "resnet18_bn":
         return build_model("resnet18_bn", c, num_classes, (h, w))
-    raise ValueError(f"unknown teacher architecture {arch!r}; expected convnet (with batch norm) or resnet18_bn")
+    raise UsageError(f"unknown teacher architecture {arch!r}; expected convnet (with batch norm) or resnet18_bn")
 
 
 def _norm_dict(n: Normalization) -> dict[str, Any]:
@@ -93,7 +93,7 @@ def load_teacher(path: str | os.PathLike, data: RealData, device: torch.device |
     tensors are exactly the network its metadata describes (CheckpointError naming the field)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"teacher file {path} does not exist (pass 'train' to train one)")
+        raise MissingFileError(f"teacher file {path} does not exist (pass 'train' to train one)")
     state, meta = read_run_file(path, _KEY, "teacher")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"not a teacher file (format {meta.get('format')!r})", str(path))

@@ -11,6 +11,7 @@ import torch
 
 from compressdata.bank.metadata import EvaluationResult, Normalization, TrainingRecipe
 from compressdata.data.sources import RealData
+from compressdata.errors import UsageError
 from compressdata.evaluate.training import fresh_network_accuracies
 
 
@@ -40,7 +41,7 @@ def random_real_baseline(
     and tested on `test` (already in that normalisation). Real labels are hard, so the label loss
     is cross-entropy whatever the recipe's."""
     if train.classes != test.classes:
-        raise ValueError(f"the training split {train.name}/{train.split} and the test split "
+        raise UsageError(f"the training split {train.name}/{train.split} and the test split "
                          f"{test.name}/{test.split} name different classes")
     subset = train.balanced_subset(per_class, torch.Generator().manual_seed(subset_seed))
     subset = subset.with_normalization(normalization)

@@ -11,6 +11,7 @@ from pathlib import Path
 from compressdata.bank.metadata import AUGMENTATIONS, FULL_DATA, RANDOM_REAL, EvaluationResult
 from compressdata.distill.config import ARCHS
 from compressdata.distill.distributed import DEFAULT_TIMEOUT_S, distributed_session
+from compressdata.errors import ConfigError
 from compressdata.evaluate.full_data import DEFAULT_EPOCHS, DEFAULT_NETWORKS, reference_command
 from compressdata.evaluate.protocols import PROTOCOLS, RECIPE, STANDARD
 
@@ -79,7 +80,7 @@ def _check_positive(args: argparse.Namespace, *names: str) -> None:
     for name in names:
         value = getattr(args, name)
         if value is not None and value < 1:
-            raise ValueError(f"--{name} must be >= 1, got {value}")
+            raise ConfigError(f"--{name} must be >= 1, got {value}")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -91,7 +92,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     _check_positive(args, "networks", "width", "epochs")
     path = Path(args.bank)
     if args.record and not path.is_file():
-        raise ValueError(f"--record writes into a local bank file; {args.bank} is not one")
+        raise ConfigError(f"--record writes into a local bank file; {args.bank} is not one")
     bank = load_memory_bank(path if path.exists() else args.bank)
     test = load_source(args.test, "test")
     train = None if args.no_baselines else load_source(args.test, "train")

@@ -30,6 +30,7 @@ import compressdata
 from compressdata.bank.format import canonical_json
 from compressdata.bank.metadata import EvaluationResult, TrainingRecipe
 from compressdata.data.sources import RealData
+from compressdata.errors import UsageError
 from compressdata.evaluate.protocols import STANDARD, ResolvedTraining, get_protocol, resolve_training
 from compressdata.evaluate.training import fresh_network_accuracies, resolve_device
 from compressdata.files import atomic_write
@@ -61,7 +62,7 @@ def _slug(name: str) -> str:
 
 def _check_fixed(protocol: str) -> None:
     if get_protocol(protocol).recipe is None:
-        raise ValueError(f"the {protocol!r} protocol trains with each bank's own recipe, so it has no single "
+        raise UsageError(f"the {protocol!r} protocol trains with each bank's own recipe, so it has no single "
                          f"full-data reference; use a fixed protocol such as {STANDARD!r}")
 
 
@@ -96,16 +97,16 @@ def load_full_data_reference(dataset: str, protocol: str, network: str) -> Evalu
             meta = json.loads((f.metadata() or {})[FORMAT])
             accuracies = f.get_tensor("accuracies")
     except (KeyError, json.JSONDecodeError, SafetensorError, OSError) as e:
-        raise ValueError(f"{path} is not a compressdata full-data reference ({e}); delete it or "
+        raise UsageError(f"{path} is not a compressdata full-data reference ({e}); delete it or "
                          f"recompute it with --force") from None
     expected = {"format": FORMAT, "version": VERSION, "dataset": dataset, "protocol": protocol, "network": network}
     for key, value in expected.items():
         if meta.get(key) != value:
-            raise ValueError(f"{path}: field {key!r} is {meta.get(key)!r}, expected {value!r}; delete it or "
+            raise UsageError(f"{path}: field {key!r} is {meta.get(key)!r}, expected {value!r}; delete it or "
                              f"recompute it with --force")
     result = EvaluationResult.from_dict(meta["result"])
     if result.accuracies != accuracies.tolist():
-        raise ValueError(f"{path}: the metadata's accuracies differ from its tensor; recompute it with --force")
+        raise UsageError(f"{path}: the metadata's accuracies differ from its tensor; recompute it with --force")
     return result
 
 
@@ -131,9 +132,9 @@ def full_data_reference(
     `test_examples` say what was used)."""
     training = reference_training(protocol, epochs=epochs, width=width)
     if networks < 1:
-        raise ValueError(f"networks must be >= 1; got {networks}")
+        raise UsageError(f"networks must be >= 1; got {networks}")
     if train.name != test.name or train.classes != test.classes:
-        raise ValueError(f"the training split is {train.name!r} and the test split {test.name!r}: a full-data "
+        raise UsageError(f"the training split is {train.name!r} and the test split {test.name!r}: a full-data "
                          f"reference trains and tests on two splits of one dataset")
     network = training.network_key()
     path = reference_path(test.name, protocol, network)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from compressdata.bank.metadata import TrainingRecipe
+from compressdata.errors import ConfigError
 
 RECIPE = "recipe"
 STANDARD = "standard"
@@ -55,7 +56,7 @@ PROTOCOLS: dict[str, Protocol] = {
 def get_protocol(name: str) -> Protocol:
     """The protocol called `name` (ValueError naming the known ones otherwise)."""
     if name not in PROTOCOLS:
-        raise ValueError(f"unknown evaluation protocol {name!r}; expected one of {tuple(PROTOCOLS)}")
+        raise ConfigError(f"unknown evaluation protocol {name!r}; expected one of {tuple(PROTOCOLS)}")
     return PROTOCOLS[name]
 
 

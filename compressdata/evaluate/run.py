@@ -9,6 +9,7 @@ import torch
 
 from compressdata.bank.metadata import FULL_DATA, RANDOM_REAL, EvaluationResult, TrainingRecipe
 from compressdata.data.sources import RealData
+from compressdata.errors import UsageError
 from compressdata.evaluate.baselines import random_real_baseline, real_images_per_class
 from compressdata.evaluate.full_data import load_full_data_reference
 from compressdata.evaluate.protocols import (
@@ -92,13 +93,13 @@ def evaluate_bank(
     (`compressdata baseline full`; fixed protocols only).
     """
     if bank.num_classes != test.num_classes:
-        raise ValueError(f"the bank has {bank.num_classes} classes; the test split "
+        raise UsageError(f"the bank has {bank.num_classes} classes; the test split "
                          f"{test.name}/{test.split} has {test.num_classes}")
     if tuple(bank.image_shape) != test.image_shape:
-        raise ValueError(f"the bank decodes to {tuple(bank.image_shape)} images; the test split "
+        raise UsageError(f"the bank decodes to {tuple(bank.image_shape)} images; the test split "
                          f"{test.name}/{test.split} has {test.image_shape}")
     if baselines and train is None:
-        raise ValueError("baselines=True needs the real training split (train=...) to draw the random-real "
+        raise UsageError("baselines=True needs the real training split (train=...) to draw the random-real "
                          "baseline from")
     overrides = {"arch": arch, "width": width, "epochs": epochs, "augmentation": augmentation, "lr": lr}
     training = _resolve(bank.recipe, protocol, networks, **overrides)
@@ -131,19 +132,19 @@ def full_data_lookup(dataset: str, training: ResolvedTraining) -> EvaluationResu
 
 def _resolve(recipe: TrainingRecipe, protocol: str, networks: int, **overrides: Any) -> ResolvedTraining:
     if networks < 1:
-        raise ValueError(f"networks must be >= 1; got {networks}")
+        raise UsageError(f"networks must be >= 1; got {networks}")
     return resolve_training(recipe, protocol, networks=networks, **overrides)
 
 
 def _check_training_set(images: torch.Tensor, targets: torch.Tensor, label_space: str, test: RealData) -> None:
     if tuple(images.shape[1:]) != test.image_shape:
-        raise ValueError(f"training images have shape {tuple(images.shape[1:])}; the test split "
+        raise UsageError(f"training images have shape {tuple(images.shape[1:])}; the test split "
                          f"{test.name}/{test.split} has {test.image_shape}")
     if label_space == "index" and targets.numel() and int(targets.max()) >= test.num_classes:
-        raise ValueError(f"labels reach class {int(targets.max())}; the test split has "
+        raise UsageError(f"labels reach class {int(targets.max())}; the test split has "
                          f"{test.num_classes} classes")
     if label_space != "index" and targets.ndim == 2 and targets.shape[1] != test.num_classes:
-        raise ValueError(f"soft labels have {targets.shape[1]} classes; the test split has "
+        raise UsageError(f"soft labels have {targets.shape[1]} classes; the test split has "
                          f"{test.num_classes}")
 
 

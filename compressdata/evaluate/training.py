@@ -19,6 +19,7 @@ from compressdata.bank.metadata import (
 )
 from compressdata.data.sources import RealData
 from compressdata.distill.augment import DEFAULT_STRATEGY, dsa
+from compressdata.errors import UsageError
 from compressdata.models import build_model
 from compressdata.runtime.transfer import to_device
 
@@ -54,7 +55,7 @@ def label_loss(logits: torch.Tensor, targets: torch.Tensor, label_space: str, lo
     """
     if loss == "cross_entropy":
         if label_space != "index":
-            raise ValueError(f"label_loss 'cross_entropy' needs index labels; got {label_space!r} "
+            raise UsageError(f"label_loss 'cross_entropy' needs index labels; got {label_space!r} "
                              f"labels (use 'soft_cross_entropy' or 'kl_divergence')")
         return F.cross_entropy(logits, targets)
     q = target_distribution(targets, label_space, logits.shape[1], temperature)
@@ -63,37 +64,37 @@ def label_loss(logits: torch.Tensor, targets: torch.Tensor, label_space: str, lo
     if loss == "kl_divergence":
         log_p = F.log_softmax(logits / temperature, dim=1)
         return F.kl_div(log_p, q, reduction="batchmean") * temperature ** 2
-    raise ValueError(f"unknown label_loss {loss!r}; expected one of {LABEL_LOSSES}")
+    raise UsageError(f"unknown label_loss {loss!r}; expected one of {LABEL_LOSSES}")
 
 
 def _check_inputs(images: torch.Tensor, targets: torch.Tensor, label_space: str,
                   recipe: TrainingRecipe) -> None:
     if images.ndim != 4 or images.shape[0] == 0:
-        raise ValueError(f"images must be a non-empty tensor [N, C, H, W]; got "
+        raise UsageError(f"images must be a non-empty tensor [N, C, H, W]; got "
                          f"{tuple(images.shape)}")
     if label_space not in LABEL_SPACES:
-        raise ValueError(f"unknown label_space {label_space!r}; expected one of {LABEL_SPACES}")
+        raise UsageError(f"unknown label_space {label_space!r}; expected one of {LABEL_SPACES}")
     expected = 1 if label_space == "index" else 2
     if targets.ndim != expected or targets.shape[0] != images.shape[0]:
-        raise ValueError(f"{label_space} targets must have shape "
+        raise UsageError(f"{label_space} targets must have shape "
                          f"{'[N]' if expected == 1 else '[N, num_classes]'} with N = "
                          f"{images.shape[0]}; got {tuple(targets.shape)}")
     if label_space == "index" and targets.is_floating_point():
-        raise ValueError(f"index targets must be integers; got {targets.dtype}")
+        raise UsageError(f"index targets must be integers; got {targets.dtype}")
     checks = (("optimizer", recipe.optimizer, OPTIMIZERS), ("lr_schedule", recipe.lr_schedule,
               LR_SCHEDULES), ("augmentation", recipe.augmentation, AUGMENTATIONS),
               ("label_loss", recipe.label_loss, LABEL_LOSSES))
     for field, value, allowed in checks:
         if value not in allowed:
-            raise ValueError(f"recipe.{field} {value!r} is not supported; expected one of {allowed}")
+            raise UsageError(f"recipe.{field} {value!r} is not supported; expected one of {allowed}")
     if recipe.label_loss == "cross_entropy" and label_space != "index":
-        raise ValueError(f"recipe.label_loss 'cross_entropy' needs index labels; got "
+        raise UsageError(f"recipe.label_loss 'cross_entropy' needs index labels; got "
                          f"{label_space!r} labels")
     if recipe.epochs < 1 or recipe.batch_size < 1:
-        raise ValueError(f"recipe.epochs and recipe.batch_size must be >= 1; got "
+        raise UsageError(f"recipe.epochs and recipe.batch_size must be >= 1; got "
                          f"{recipe.epochs} and {recipe.batch_size}")
     if not (math.isfinite(recipe.lr) and recipe.lr > 0):
-        raise ValueError(f"recipe.lr must be a positive number, got {recipe.lr}")
+        raise UsageError(f"recipe.lr must be a positive number, got {recipe.lr}")
 
 
 def _optimizer(model: nn.Module, recipe: TrainingRecipe) -> torch.optim.Optimizer:

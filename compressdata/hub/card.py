@@ -26,6 +26,7 @@ import yaml
 
 from compressdata.bank.memory_bank import MemoryBank
 from compressdata.bank.metadata import FULL_DATA, RANDOM_REAL, EvaluationResult
+from compressdata.errors import UsageError
 from compressdata.safe_text import code_fence, markdown_text
 
 CARD_NAME = "README.md"
@@ -42,7 +43,7 @@ SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"
 def check_config_name(config: str) -> str:
     """Return `config` if it is a valid config name (letters, digits, `_.-`), else raise."""
     if not isinstance(config, str) or not CONFIG_NAME.fullmatch(config) or ".." in config:
-        raise ValueError(
+        raise UsageError(
             f"config name must be 1-64 characters of letters, digits, '_', '.', '-' starting with "
             f"a letter or digit (e.g. 'ipc10'), got {config!r}"
         )
@@ -88,22 +89,22 @@ class BankEntry:
     def from_dict(cls, d: Any) -> BankEntry:
         """Parse one manifest item; raises ValueError naming the bad field."""
         if not isinstance(d, dict):
-            raise ValueError(f"manifest item must be a mapping, got {type(d).__name__}")
+            raise UsageError(f"manifest item must be a mapping, got {type(d).__name__}")
         types = {"config": str, "path": str, "size": int, "sha256": str, "checksum": str,
                  "kind": str, "examples": int, "classes": int, "ipc_equivalent": (int, float),
                  "preview_examples": int}
         for key, expected in types.items():
             if not isinstance(d.get(key), expected) or isinstance(d.get(key), bool):
-                raise ValueError(f"manifest field {key!r}: expected {expected}, got {d.get(key)!r}")
+                raise UsageError(f"manifest field {key!r}: expected {expected}, got {d.get(key)!r}")
         for key in ("sha256", "checksum"):
             if not re.fullmatch(r"[0-9a-f]{64}", d[key]):
-                raise ValueError(f"manifest field {key!r}: expected 64 hex digits, got {d[key]!r}")
+                raise UsageError(f"manifest field {key!r}: expected 64 hex digits, got {d[key]!r}")
         check_config_name(d["config"])
         if d["path"] != bank_file(d["config"]):
-            raise ValueError(f"manifest field 'path': expected {bank_file(d['config'])!r} for config "
+            raise UsageError(f"manifest field 'path': expected {bank_file(d['config'])!r} for config "
                              f"{d['config']!r}, got {d['path']!r:.200}")
         if d["size"] < 8:
-            raise ValueError(f"manifest field 'size': expected the bank's byte size, got {d['size']}")
+            raise UsageError(f"manifest field 'size': expected the bank's byte size, got {d['size']}")
         return cls(**{key: d[key] for key in types})
 
 
@@ -133,9 +134,9 @@ def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
     try:
         data = yaml.safe_load(match.group(1)) or {}
     except yaml.YAMLError as err:
-        raise ValueError(f"YAML front matter does not parse: {err}") from None
+        raise UsageError(f"YAML front matter does not parse: {err}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"YAML front matter must be a mapping, got {type(data).__name__}")
+        raise UsageError(f"YAML front matter must be a mapping, got {type(data).__name__}")
     return data, text[match.end():]
 
 
@@ -144,22 +145,22 @@ def read_manifest(text: str) -> list[BankEntry]:
     meta, _ = split_front_matter(text)
     section = meta.get(MANIFEST_KEY)
     if not isinstance(section, dict) or section.get("format") != MANIFEST_FORMAT:
-        raise ValueError(
+        raise UsageError(
             f"the card's YAML has no '{MANIFEST_KEY}' section of format '{MANIFEST_FORMAT}' "
             "(this repo was not published by compressdata push_to_hub)"
         )
     if not isinstance(section.get("version"), int) or section["version"] > MANIFEST_VERSION:
-        raise ValueError(
+        raise UsageError(
             f"manifest version {section.get('version')!r} is newer than this reader supports "
             f"({MANIFEST_VERSION}): upgrade compressdata"
         )
     banks = section.get("banks")
     if not isinstance(banks, list):
-        raise ValueError(f"manifest field 'banks': expected a list, got {banks!r}")
+        raise UsageError(f"manifest field 'banks': expected a list, got {banks!r}")
     entries = [BankEntry.from_dict(item) for item in banks]
     names = [e.config for e in entries]
     if len(set(names)) != len(names):
-        raise ValueError(f"manifest lists a config twice: {names}")
+        raise UsageError(f"manifest lists a config twice: {names}")
     return entries
 
 

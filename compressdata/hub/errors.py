@@ -1,6 +1,12 @@
-"""Typed errors of Hub publishing and loading; each names the repo, revision and config involved."""
+"""Typed errors of Hub publishing and loading; each names the repo, revision and config involved.
+
+Every one is a `compressdata.errors.CompressdataError`; those that mean a missing thing, a network failure
+or a refused write also subclass `FileNotFoundError`, `ConnectionError` or `PermissionError`, as
+huggingface_hub's errors do."""
 
 from __future__ import annotations
+
+from compressdata.errors import CompressdataError
 
 OFFLINE_HINT = (
     "if you are offline, load a bank downloaded before: set HF_HUB_OFFLINE=1 to use only the "
@@ -8,7 +14,7 @@ OFFLINE_HINT = (
 )
 
 
-class HubError(RuntimeError):
+class HubError(CompressdataError):
     """A Hub operation on a memory-bank repo failed."""
 
     def __init__(
@@ -33,37 +39,37 @@ class HubError(RuntimeError):
         super().__init__(message + (f"; {hint}" if hint else ""))
 
 
-class HubRepoNotFoundError(HubError):
+class HubRepoNotFoundError(HubError, FileNotFoundError):
     """The dataset repo does not exist, or it is private and the token cannot read it."""
 
 
-class HubRevisionNotFoundError(HubError):
+class HubRevisionNotFoundError(HubError, FileNotFoundError):
     """The branch, tag or commit id does not exist in the repo."""
 
 
-class HubConfigError(HubError):
+class HubConfigError(HubError, LookupError):
     """The config asked for is not in the repo, or several exist and none was named."""
 
 
-class HubFileNotFoundError(HubError):
+class HubFileNotFoundError(HubError, FileNotFoundError):
     """A file the card promises (or the card itself) is missing at that revision."""
 
 
-class HubCardError(HubError):
+class HubCardError(HubError, ValueError):
     """The repo's README.md is not a readable compressdata card."""
 
 
-class HubConnectionError(HubError):
+class HubConnectionError(HubError, ConnectionError):
     """The Hub could not be reached and the file is not in the local cache."""
 
 
-class HubChecksumError(HubError):
+class HubChecksumError(HubError, ValueError):
     """A downloaded bank does not match the checksums its card records (corrupted or tampered)."""
 
 
-class HubPermissionError(HubError):
+class HubPermissionError(HubError, PermissionError):
     """The token cannot create or write to the repo."""
 
 
-class HubRevisionError(HubError):
+class HubRevisionError(HubError, ValueError):
     """The revision asked for is not a valid branch, tag or commit name (refused before any request)."""

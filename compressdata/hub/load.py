@@ -32,7 +32,7 @@ from huggingface_hub.errors import (
 )
 
 from compressdata.bank.memory_bank import MemoryBank
-from compressdata.errors import BankFormatError
+from compressdata.errors import BankFormatError, UsageError
 from compressdata.hub.card import CARD_NAME, BankEntry, check_config_name, read_manifest
 from compressdata.hub.errors import (
     OFFLINE_HINT,
@@ -100,7 +100,7 @@ def parse_hub_id(name: str) -> str:
             repo_id = repo_id[len(prefix):]
             break
     if not _valid_repo_id(repo_id):
-        raise ValueError(
+        raise UsageError(
             f"{name!r} is not a Hub dataset repo id: expected 'namespace/name' (letters, digits, "
             "'-', '_', '.'; optionally prefixed by hf:// or hf://datasets/)"
         )

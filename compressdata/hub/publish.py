@@ -16,6 +16,7 @@ from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelet
 
 from compressdata.bank.memory_bank import MemoryBank
 from compressdata.data.export import export_webdataset
+from compressdata.errors import UsageError
 from compressdata.hub.card import (
     CARD_NAME,
     DEFAULT_CONFIG,
@@ -73,7 +74,7 @@ def push_to_hub(
     repo_id = parse_hub_id(repo_id)
     config = check_config_name(config or DEFAULT_CONFIG)
     if preview_limit < 1:
-        raise ValueError(f"preview_limit must be >= 1, got {preview_limit}")
+        raise UsageError(f"preview_limit must be >= 1, got {preview_limit}")
     branch = check_revision(revision, repo_id) or "main"
     api = HfApi(endpoint=endpoint, token=token)
     with hub_errors(repo_id, branch, config, endpoint=endpoint):

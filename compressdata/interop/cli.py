@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from compressdata.errors import ConfigError
 from compressdata.interop.layouts import LAYOUTS
 from compressdata.interop.presets import DATASETS, METHODS
 
@@ -68,9 +69,9 @@ def run_import(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if out.is_dir():
-        raise ValueError(f"--out {out} is a directory; expected a file path")
+        raise ConfigError(f"--out {out} is a directory; expected a file path")
     if out.exists() and not args.force:
-        raise ValueError(f"--out {out} exists; pass --force to overwrite it")
+        raise ConfigError(f"--out {out} exists; pass --force to overwrite it")
     bank = import_bank(args.files, args.layout, dataset=args.dataset, method=args.method, model=args.model,
                        lr=args.lr, zca=args.zca, zca_eps=args.zca_eps, data_root=args.data_root,
                        experiment=args.experiment, label_space=args.label_space, pixels=args.pixels, ipc=args.ipc)

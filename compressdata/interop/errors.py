@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 
+from compressdata.errors import CompressdataError
 
-class InteropError(ValueError):
+
+class InteropError(CompressdataError, ValueError):
     """A released file or folder cannot be turned into a bank: wrong layout, shapes, labels, or
     information missing that the command must be given (dataset, method, lr, ZCA)."""
 

@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import save_file
 
 from compressdata.bank.memory_bank import MemoryBank
+from compressdata.interop.errors import InteropError
 
 RELEASE_FORMATS: dict[str, tuple[str, str, str]] = {
     "ddranking": ("images.pt", "labels.pt", "lr.pt"),
@@ -53,10 +54,10 @@ def export_release(bank: MemoryBank, out_dir: str | os.PathLike, format: str) ->
     The files are written to a temporary folder inside `out_dir` and moved into place once all are
     complete; existing files of the same names are replaced."""
     if format not in RELEASE_FORMATS:
-        raise ValueError(f"unknown release format {format!r}; expected one of {sorted(RELEASE_FORMATS)}")
+        raise InteropError(f"unknown release format {format!r}; expected one of {sorted(RELEASE_FORMATS)}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"{out}: expected a folder to write the {format} files into")
+        raise InteropError(f"{out}: expected a folder to write the {format} files into")
     out.mkdir(parents=True, exist_ok=True)
     images, labels, lr = release_tensors(bank, class_ordered=format == "ddranking")
     names = RELEASE_FORMATS[format]

@@ -17,7 +17,7 @@ import compressdata
 from compressdata.bank.memory_bank import MemoryBank
 from compressdata.bank.metadata import Normalization
 from compressdata.data.export import class_folder_names
-from compressdata.errors import BankFormatError
+from compressdata.errors import BankFormatError, MissingFileError
 from compressdata.interop.errors import InteropError
 from compressdata.interop.layouts import LAYOUTS
 from compressdata.interop.presets import (
@@ -78,7 +78,7 @@ def import_bank(
         raise InteropError("no files given")
     for path in paths:
         if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file or folder")
+            raise MissingFileError(f"{path}: no such file or folder")
     if experiment is not None and layout != "dc":
         raise InteropError(f"experiment selects one run of a dc result file; the {layout} layout has one")
     release = LAYOUTS[layout](paths, experiment)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from compressdata.errors import MissingFileError
 from compressdata.interop.errors import InteropError, UnsafeFileError
 
 
@@ -59,7 +60,7 @@ def load_pt(path: str | Path) -> Any:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+        raise MissingFileError(f"{path}: no such file")
     mmap = zipfile.is_zipfile(path)
     try:
         with _allow_numpy_scalars():

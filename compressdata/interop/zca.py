@@ -13,14 +13,15 @@ from __future__ import annotations
 import torch
 
 from compressdata.bank.metadata import Normalization
+from compressdata.interop.errors import InteropError
 
 
 def fit_kornia_zca(pixels: torch.Tensor, eps: float = 0.1, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """(zca_mean [D], zca_whiten [D, D]) float32 for images [N >= 2, C, H, W], computed in float64."""
     if pixels.ndim != 4 or pixels.shape[0] < 2:
-        raise ValueError(f"ZCA needs images [N>=2, C, H, W]; got shape {tuple(pixels.shape)}")
+        raise InteropError(f"ZCA needs images [N>=2, C, H, W]; got shape {tuple(pixels.shape)}")
     if not eps > 0:
-        raise ValueError(f"the ZCA eps must be > 0; got {eps!r}")
+        raise InteropError(f"the ZCA eps must be > 0; got {eps!r}")
     flat = pixels.reshape(pixels.shape[0], -1)
     mean = flat.to(torch.float64).mean(0)
     cov = torch.zeros(flat.shape[1], flat.shape[1], dtype=torch.float64)

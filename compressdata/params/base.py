@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from compressdata.errors import UsageError
 from compressdata.params.lowrank import decode_lowrank
 from compressdata.params.memory import combine, decode_combined_first, expand_bases, upsample_first
 from compressdata.params.pixels import decode_pixels
@@ -152,4 +153,4 @@ def get_parameterization(kind: str) -> Parameterization:
     try:
         return PARAMETERIZATIONS[kind]
     except KeyError:
-        raise ValueError(f"unknown kind {kind!r}; expected one of {sorted(PARAMETERIZATIONS)}") from None
+        raise UsageError(f"unknown kind {kind!r}; expected one of {sorted(PARAMETERIZATIONS)}") from None

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from compressdata.errors import UsageError
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -74,7 +76,7 @@ def layout_for_budget(
     """
     c, h, w = image_shape
     if budget_ipc <= 0 or n_classes <= 0:
-        raise ValueError(f"budget_ipc and n_classes must be positive, got {budget_ipc}, {n_classes}")
+        raise UsageError(f"budget_ipc and n_classes must be positive, got {budget_ipc}, {n_classes}")
     total = int(budget_ipc * c * h * w * n_classes)
     if kind == "pixels":
         per_class = total // (c * h * w * n_classes)
@@ -83,7 +85,7 @@ def layout_for_budget(
         if downsample is None:
             downsample = default_downsample(budget_ipc, n_classes, image_shape)
         if h % downsample or w % downsample:
-            raise ValueError(f"downsample {downsample} does not divide the image size {h}x{w}")
+            raise UsageError(f"downsample {downsample} does not divide the image size {h}x{w}")
         if n_bases is None:
             n_bases = default_n_bases(budget_ipc, n_classes, image_shape, downsample)
         base_floats = n_bases * c * (h // downsample) * (w // downsample)
@@ -95,12 +97,12 @@ def layout_for_budget(
         per_class = total // (per_example * n_classes)
         floats = per_class * n_classes * per_example
         return _checked(Layout("lowrank", per_class, rank=rank, floats=floats))
-    raise ValueError(f"unknown kind {kind!r}; expected memory, pixels or lowrank")
+    raise UsageError(f"unknown kind {kind!r}; expected memory, pixels or lowrank")
 
 
 def _checked(layout: Layout) -> Layout:
     if layout.per_class < 1:
-        raise ValueError(
+        raise UsageError(
             f"budget too small for {layout.kind}: it buys {layout.per_class} examples per class "
             "(use fewer bases, a larger downsample or a larger budget)"
         )

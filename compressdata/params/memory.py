@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from compressdata.errors import UsageError
+
 UPSAMPLE_MODES = ("bilinear", "nearest")
 EXPAND_LIMIT_BYTES = 256 * 2**20  # upsample the K bases once only when they take at most this (spec 4.7)
 
@@ -17,7 +19,7 @@ def upsample(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> 
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
     if mode == "nearest":
         return F.interpolate(x, size=size, mode="nearest")
-    raise ValueError(f"unknown upsample mode {mode!r}; expected one of {UPSAMPLE_MODES}")
+    raise UsageError(f"unknown upsample mode {mode!r}; expected one of {UPSAMPLE_MODES}")
 
 
 def expand_bases(bases: torch.Tensor, image_size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:

@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from compressdata.errors import ConfigError
+
 ENV = "COMPRESSDATA_ALLOCATOR"
 MODES = ("auto", "tcmalloc", "jemalloc", "glibc", "system")
 # The environment marker of a re-executed command: never re-execute twice.
@@ -42,7 +44,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _glibc_tuned = False
 
 
-class AllocatorError(ValueError):
+class AllocatorError(ConfigError):
     """COMPRESSDATA_ALLOCATOR names no known allocator."""
 
 

@@ -20,6 +20,7 @@ from compressdata.distill.objectives.dwa import dwa_finish, dwa_objective
 from compressdata.distill.objectives.gm import gm_objective
 from compressdata.distill.objectives.mtt import mtt_extra_theta, mtt_finish, mtt_objective
 from compressdata.distill.run import DistillRun
+from compressdata.errors import UsageError
 
 if TYPE_CHECKING:
     from compressdata.distill.config import DistillConfig
@@ -42,7 +43,7 @@ def get_objective(name: str) -> Objective:
     try:
         return OBJECTIVES[name]
     except KeyError:
-        raise ValueError(f"unknown objective {name!r}; expected one of {sorted(OBJECTIVES)}") from None
+        raise UsageError(f"unknown objective {name!r}; expected one of {sorted(OBJECTIVES)}") from None
 
 
 def objective_for(config: DistillConfig) -> Objective:

@@ -20,6 +20,7 @@ from compressdata.distill.bptt import cross_entropy, reverse_hypergradient
 from compressdata.distill.objectives.base import ObjectiveResult
 from compressdata.distill.objectives.bptt import NetworkDraw, draw_network, kept_graphs
 from compressdata.distill.run import DistillRun, autocast
+from compressdata.errors import UsageError
 
 
 class StackedNetworks(nn.Module):
@@ -29,7 +30,7 @@ class StackedNetworks(nn.Module):
     def __init__(self, base: nn.Module, stacked: dict[str, torch.Tensor]):
         super().__init__()
         if any(True for _ in base.buffers()):
-            raise ValueError("vectorised networks need an architecture without buffers (running "
+            raise UsageError("vectorised networks need an architecture without buffers (running "
                              "statistics); use norm 'instancenorm' or 'none', or network_batching "
                              "'loop'")
         self._base = [base]  # a plain list: not a registered submodule
@@ -57,7 +58,7 @@ def bptt_batched_sum(run: DistillRun, theta: dict[str, torch.Tensor],
     """bptt for one network per generator, all vectorised: the SUM over networks of the loss,
     gradients and metrics (the caller averages)."""
     if not generators:
-        raise ValueError("bptt_batched_sum needs at least one generator (one per network)")
+        raise UsageError("bptt_batched_sum needs at least one generator (one per network)")
     config = run.config
     draws = [draw_network(run, g) for g in generators]
     stacked = _stack_params(draws)

@@ -28,6 +28,7 @@ from compressdata.distill.methods import init_theta
 from compressdata.distill.objectives.base import ObjectiveResult, draw_seeds
 from compressdata.distill.run import DistillRun
 from compressdata.distill.teacher import Teacher, load_teacher, save_teacher, train_teacher
+from compressdata.errors import UsageError
 
 TEACHER_FILE = "teacher.safetensors"
 Params = dict[str, torch.Tensor]
@@ -64,7 +65,7 @@ def bn_matching_forward(module: nn.Module, weights: Params, x: torch.Tensor,
 
     layers = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
     if not layers:
-        raise ValueError("the DWA teacher has no BatchNorm2d layer to match statistics with")
+        raise UsageError("the DWA teacher has no BatchNorm2d layer to match statistics with")
     handles = [m.register_forward_hook(hook) for m in layers]
     try:
         logits = functional_call(module, weights, (x,))

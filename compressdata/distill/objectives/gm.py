@@ -21,6 +21,7 @@ from torch.func import functional_call
 from compressdata.distill.objectives.base import ObjectiveResult, draw_seeds
 from compressdata.distill.objectives.grads import add_grads, class_rows, leaf_copy, theta_grads
 from compressdata.distill.run import DistillRun, autocast, fresh_network, shared_augment
+from compressdata.errors import UsageError
 
 EPS = 1e-6
 
@@ -30,11 +31,11 @@ def gradient_distance(syn: Sequence[torch.Tensor], real: Sequence[torch.Tensor])
     dimensions, viewed as [out, rest], the sum over output rows of 1 - cosine(syn row, real row);
     one-dimensional parameters (biases, norm affines) are left out, as in DC."""
     if len(syn) != len(real):
-        raise ValueError(f"gradient lists differ in length: {len(syn)} vs {len(real)}")
+        raise UsageError(f"gradient lists differ in length: {len(syn)} vs {len(real)}")
     total = syn[0].new_zeros((), dtype=torch.float32)
     for gs, gr in zip(syn, real, strict=True):
         if gs.shape != gr.shape:
-            raise ValueError(f"gradient shapes differ: {tuple(gs.shape)} vs {tuple(gr.shape)}")
+            raise UsageError(f"gradient shapes differ: {tuple(gs.shape)} vs {tuple(gr.shape)}")
         if gs.ndim < 2:
             continue
         gs, gr = gs.float().flatten(1), gr.float().flatten(1)

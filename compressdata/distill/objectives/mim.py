@@ -17,6 +17,7 @@ from torch import nn
 from compressdata.distill.objectives.base import Objective, ObjectiveResult, draw_seeds
 from compressdata.distill.objectives.grads import add_grads, leaf_copy, theta_grads
 from compressdata.distill.run import DistillRun, autocast, fresh_network, shared_augment
+from compressdata.errors import UsageError
 
 
 def nce_loss(syn: torch.Tensor, real: torch.Tensor, syn_labels: torch.Tensor,
@@ -26,13 +27,13 @@ def nce_loss(syn: torch.Tensor, real: torch.Tensor, syn_labels: torch.Tensor,
     syn [m, d], real [n, d] features (normalised here); labels int [m], [n]. Anchors whose class has
     no real example in the batch are skipped; ValueError when none has one."""
     if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+        raise UsageError(f"temperature must be > 0, got {temperature}")
     logits = F.normalize(syn.float().flatten(1), dim=1) @ \
         F.normalize(real.float().flatten(1), dim=1).T / temperature
     positive = (syn_labels.unsqueeze(1) == real_labels.unsqueeze(0)).float()
     counts = positive.sum(1)
     if not bool((counts > 0).any()):
-        raise ValueError("no synthetic example has a real example of its class in the batch")
+        raise UsageError("no synthetic example has a real example of its class in the batch")
     log_prob = F.log_softmax(logits, dim=1)
     per_anchor = -(positive * log_prob).sum(1) / counts.clamp(min=1)
     return per_anchor[counts > 0].mean()

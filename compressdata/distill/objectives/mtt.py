@@ -27,6 +27,7 @@ from compressdata.bank.metadata import TrainingRecipe
 from compressdata.distill.experts import ExpertStore
 from compressdata.distill.objectives.base import ObjectiveResult, draw_seeds
 from compressdata.distill.run import DistillRun, fresh_network, shared_augment
+from compressdata.errors import UsageError
 
 SYN_LR = "syn_lr"
 Params = dict[str, torch.Tensor]
@@ -107,14 +108,14 @@ def _experts(run: DistillRun) -> tuple[ExpertStore, list[int]]:
         theirs = {k: getattr(ec, k) for k in mine}
         diff = [f"{k} (experts {theirs[k]!r}, run {mine[k]!r})" for k in mine if mine[k] != theirs[k]]
         if diff:
-            raise ValueError(f"the experts in {config.mtt_expert_dir} do not fit this run: "
+            raise UsageError(f"the experts in {config.mtt_expert_dir} do not fit this run: "
                              f"{', '.join(diff)}")
         network, _ = fresh_network(config, run.data.image_shape, run.data.num_classes, 0, torch.device("cpu"))
         store.check_parameters({k: tuple(v.shape) for k, v in network.named_parameters()})
         needed = config.mtt_max_start_epoch - 1 + config.mtt_expert_epochs
         experts = store.complete(needed)
         if not experts:
-            raise ValueError(f"mtt needs experts with at least mtt_max_start_epoch - 1 + "
+            raise UsageError(f"mtt needs experts with at least mtt_max_start_epoch - 1 + "
                              f"mtt_expert_epochs = {needed} epochs; {config.mtt_expert_dir} has "
                              f"{max(store.epochs.values(), default=0)}")
         run.cache["mtt_experts"] = (store, experts)
