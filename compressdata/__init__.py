@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from compressdata.version import __version__
 
 # Public names and the modules that define them, imported on first use (PEP 562) so that the
 # command line starts without loading torch for commands that never need it.
@@ -23,19 +23,19 @@ _EXPORTS = {
     "MemoryBank": "compressdata.bank",
     "Normalization": "compressdata.bank",
     "TrainingRecipe": "compressdata.bank",
-    "MemoryDataset": "compressdata.data.memory_dataset",
+    "MemoryDataset": "compressdata.serving.memory_dataset",
     "load_memory_bank": "compressdata.loading",
     "save_memory_bank": "compressdata.loading",
 }
 
 if TYPE_CHECKING:
     from compressdata.bank import EvaluationResult, MemoryBank, Normalization, TrainingRecipe
-    from compressdata.data.memory_dataset import MemoryDataset
     from compressdata.errors import BankFormatError, CheckpointError, DecodeMemoryError, DivergenceError, QueryError
     from compressdata.interop.errors import InteropError, UnsafeFileError
     from compressdata.interop.export import export_release
     from compressdata.interop.importer import import_bank
     from compressdata.loading import load_memory_bank, save_memory_bank
+    from compressdata.serving.memory_dataset import MemoryDataset
 
 
 def __getattr__(name: str) -> Any:

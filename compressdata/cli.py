@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from compressdata.safe_text import terminal_text
 
 # Commands that train networks: they run on a caching allocator (compressdata.runtime.allocator).
 HEAVY_COMMANDS = ("distill", "evaluate", "baseline", "experts", "continual")
+EXPORT_FORMATS = ("webdataset", "hf", "png", "ddranking", "mtt")
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -56,6 +58,29 @@ def _cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from compressdata.loading import load_memory_bank
+    from compressdata.serving.export import export_png, export_webdataset, save_hf_dataset
+
+    bank = load_memory_bank(args.bank)
+    if args.format == "webdataset":
+        pattern = args.out if "%" in args.out else str(Path(args.out) / "shard-%06d.tar")
+        written = export_webdataset(bank, pattern, maxcount=args.maxcount)
+        print(f"wrote {len(bank)} samples in {len(written)} shards: {pattern}")
+    elif args.format == "hf":
+        save_hf_dataset(bank, args.out)
+        print(f"wrote a datasets.Dataset of {len(bank)} rows to {args.out} (read it with datasets.load_from_disk)")
+    elif args.format == "png":
+        written = export_png(bank, args.out)
+        print(f"wrote {len(written)} PNG files under {args.out}")
+    else:
+        from compressdata.interop.export import export_release
+
+        written = export_release(bank, args.out, args.format)
+        print(f"wrote {len(bank)} examples for {args.format}: {', '.join(str(p) for p in written)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
     from compressdata.continual.cli import add_continual_commands
@@ -91,6 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", default="query.png", help="output PNG path")
     p.add_argument("--scale", type=int, default=2, help="pixel magnification")
     p.set_defaults(func=_cmd_query)
+
+    p = sub.add_parser("export", help="write a bank as webdataset shards, a datasets folder, PNG files or an "
+                                      "evaluator's .pt files")
+    p.add_argument("bank", help="bank file or Hub id")
+    p.add_argument("out", help="output folder (webdataset: a folder or a pattern with %%06d)")
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="webdataset",
+                   help="webdataset shards, hf (datasets save_to_disk), png (ImageFolder), or the tensors "
+                        "DD-Ranking (ddranking) or MTT-style evaluation code (mtt) load (docs/interop.md)")
+    p.add_argument("--maxcount", type=int, default=10_000, help="samples per webdataset shard")
+    p.set_defaults(func=_cmd_export)
 
     add_distill_commands(sub)
     add_evaluate_commands(sub)

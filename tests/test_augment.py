@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.func import functional_call, grad
 
-from compressdata.distill.augment import (
+from compressdata.augment import (
     DEFAULT_STRATEGY,
     OPS,
     DSAParams,

@@ -9,12 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from compressdata.data.sampler import ClassBalancedSampler
 from compressdata.data.sources import load_source
 from compressdata.distill.config import DistillConfig
 from compressdata.distill.loop import distill
-from compressdata.distill.methods import RealSampler, SyntheticSet, init_theta
 from compressdata.distill.objectives.bptt import bptt_objective
 from compressdata.distill.run import DistillRun
+from compressdata.distill.synthetic import SyntheticSet, init_theta
 from compressdata.params import layout_for_budget
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -33,7 +34,7 @@ def _run(data, config: DistillConfig) -> tuple[DistillRun, dict[str, torch.Tenso
     layout = layout_for_budget("memory", config.budget_ipc, data.num_classes, data.image_shape,
                                n_bases=config.n_bases, downsample=config.downsample)
     synthetic = SyntheticSet("memory", data.num_classes, layout.per_class, data.image_shape[1:])
-    real = RealSampler(data.images, data.labels, data.num_classes)
+    real = ClassBalancedSampler(data.images, data.labels, data.num_classes)
     theta = init_theta(synthetic, layout, "real", real, torch.Generator().manual_seed(0), data.image_shape)
     return DistillRun(config.validate(), torch.device("cpu"), data, real, synthetic, layout), theta
 

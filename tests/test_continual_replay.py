@@ -8,10 +8,10 @@ import torch
 from compressdata.cli import build_parser
 from compressdata.continual.distill import TaskSynthetic, distill_task, local_view
 from compressdata.continual.protocols import make_tasks
-from compressdata.continual.replay import MixedSampler, OldMemories
+from compressdata.continual.replay import MixedSampler, old_memories
 from compressdata.continual.runner import ContinualConfig, run_continual
+from compressdata.data.sampler import ClassBalancedSampler
 from compressdata.distill.config import DistillConfig
-from compressdata.distill.methods import RealSampler
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +47,10 @@ def test_old_memories_enter_inner_and_outer_batches(setup) -> None:
     tasks, cfg, first = setup
     task = tasks[1]
     seen = first.classes + [task.train.classes[c] for c in task.classes]
-    old = OldMemories.from_bank(first, seen, torch.device("cpu"))
+    old = old_memories(first, seen, torch.device("cpu"))
     # the first bank has 5 rows of each of its 2 classes, labelled 0 and 1 among the 4 seen classes
     assert old.images.shape[0] == 10 and sorted(old.labels.tolist()) == [0] * 5 + [1] * 5
-    x, y = old.sample(4, torch.Generator().manual_seed(0))
+    x, y = old.batch(4, torch.Generator().manual_seed(0))
     assert y.tolist() == [0] * 4 + [1] * 4
     decoded = first.decode()
     assert all(any(torch.equal(row, d) for d in decoded) for row in x)
@@ -69,7 +69,7 @@ def test_old_memories_enter_inner_and_outer_batches(setup) -> None:
     again, _ = synthetic.minibatch(theta, 3, torch.Generator().manual_seed(3))
     assert torch.equal(again, xb)  # the reverse pass replays the same batch from the same seed
 
-    sampler = MixedSampler(RealSampler(local.images, local.labels, 2), label_map, old)
+    sampler = MixedSampler(ClassBalancedSampler(local.images, local.labels, 2), label_map, old)
     xr, yr = sampler.batch(4, torch.Generator().manual_seed(4))
     assert yr.tolist() == [2] * 4 + [3] * 4 + [0] * 4 + [1] * 4
     assert all(any(torch.equal(row, r) for r in local.images) for row in xr[:8])

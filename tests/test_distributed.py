@@ -20,8 +20,8 @@ import torch
 from compressdata import load_memory_bank
 from compressdata.distill.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from compressdata.distill.config import DistillConfig
-from compressdata.distill.distributed import World
 from compressdata.distill.loop import distill
+from compressdata.runtime.distributed import World
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = [pytest.mark.skipif(not FMNIST.is_dir(), reason="needs the local Fashion-MNIST files"),

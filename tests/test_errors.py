@@ -43,7 +43,7 @@ def _error_classes() -> list[type]:
     for module in (errors, hub_errors, interop_errors):
         classes += [v for v in vars(module).values() if isinstance(v, type) and issubclass(v, Exception)
                     and v.__module__ == module.__name__]
-    from compressdata.data.idx import IDXFormatError
+    from compressdata.data.readers.idx import IDXFormatError
     from compressdata.runtime.allocator import AllocatorError
 
     return [*classes, IDXFormatError, AllocatorError]
@@ -66,7 +66,7 @@ def test_errors_subclass_the_builtin_they_mean():
 
 def test_the_old_names_stay_importable():
     from compressdata import BankFormatError, CheckpointError, DecodeMemoryError, DivergenceError, QueryError
-    from compressdata.distill.distributed import CollectiveError
+    from compressdata.runtime.distributed import CollectiveError
 
     assert issubclass(CheckpointError, BankFormatError) and issubclass(DecodeMemoryError, BankFormatError)
     assert {DivergenceError, QueryError, CollectiveError} <= set(_error_classes())

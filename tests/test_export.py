@@ -3,7 +3,6 @@ compared with the decoded bank."""
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -24,16 +23,16 @@ from PIL import Image
 from torchvision.datasets import ImageFolder
 
 from compressdata import MemoryBank
-from compressdata.data.export import (
+from compressdata.cli import main as cli_main
+from compressdata.hub import push_to_hub
+from compressdata.serving.export import (
     class_folder_names,
     export_png,
     export_webdataset,
     to_hf_dataset,
 )
-from compressdata.hub import push_to_hub
-from compressdata.hub.cli import add_hub_commands
 
-pytest_plugins = ["conftest_hub"]
+pytest_plugins = ["hub_fixtures"]
 
 HALF_STEP = 0.5 / 255 + 1e-6  # 8-bit PNG rounding
 
@@ -175,12 +174,9 @@ def test_cli_export_formats(
 ) -> None:
     bank = pixel_bank(1)
     bank.save(tmp_path / "bank.safetensors")
-    parser = argparse.ArgumentParser(prog="compressdata")
-    add_hub_commands(parser.add_subparsers(dest="command", required=True))
     for fmt in ("webdataset", "hf", "png"):
-        args = parser.parse_args(["export", str(tmp_path / "bank.safetensors"),
-                                  str(tmp_path / fmt), "--format", fmt, "--maxcount", "4"])
-        assert args.func(args) == 0
+        assert cli_main(["export", str(tmp_path / "bank.safetensors"), str(tmp_path / fmt), "--format", fmt,
+                         "--maxcount", "4"]) == 0
     assert "wrote 10 samples in 3 shards" in capsys.readouterr().out
     samples = list(wds.WebDataset(sorted(map(str, (tmp_path / "webdataset").glob("*.tar"))),
                                   shardshuffle=False))

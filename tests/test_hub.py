@@ -39,7 +39,7 @@ from compressdata.hub import (
 from compressdata.hub.card import split_front_matter
 from compressdata.hub.cli import add_hub_commands
 
-pytest_plugins = ["conftest_hub"]
+pytest_plugins = ["hub_fixtures"]
 
 REPO = f"{USER}/fmnist-mem"
 

@@ -19,7 +19,7 @@ from compressdata import MemoryBank, load_memory_bank
 from compressdata.hub import HubChecksumError, HubConnectionError, HubRevisionError, load_hub_bank, push_to_hub
 from compressdata.hub.card import BankEntry, entry_for, read_manifest, render_card, split_front_matter
 
-pytest_plugins = ["conftest_hub"]
+pytest_plugins = ["hub_fixtures"]
 
 REPO = f"{USER}/hostile"
 CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens, so any request fails to connect

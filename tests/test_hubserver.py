@@ -27,7 +27,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-pytest_plugins = ["conftest_hub"]
+pytest_plugins = ["hub_fixtures"]
 
 REPO = f"{USER}/toy"
 HEX40 = re.compile(r"[0-9a-f]{40}")

@@ -17,11 +17,11 @@ from PIL import Image
 
 from compressdata import InteropError, MemoryBank, import_bank
 from compressdata.cli import main
-from compressdata.data.export import export_png
 from compressdata.evaluate import evaluate_bank
 from compressdata.interop import export_release
 from compressdata.interop.presets import CIFAR100_CLASSES, DATASETS
 from compressdata.interop.zca import fit_kornia_zca
+from compressdata.serving.export import export_png
 
 MEAN, STD = 0.2861, 0.3530  # VICO-UoE/DatasetCondensation utils.get_dataset('FashionMNIST')
 CHANCE = 0.1

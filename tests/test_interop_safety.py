@@ -14,8 +14,8 @@ import torch
 
 from compressdata import UnsafeFileError, import_bank
 from compressdata.cli import main
-from compressdata.data.export import export_png
 from compressdata.interop.safeload import load_pt
+from compressdata.serving.export import export_png
 
 
 class Payload:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compressdata.lowdim import Learner, MultiIndexTask, accuracy, distill_points
+from compressdata.research.lowdim import Learner, MultiIndexTask, accuracy, distill_points
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

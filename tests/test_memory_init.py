@@ -6,10 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from compressdata.data.sampler import ClassBalancedSampler
 from compressdata.data.sources import load_source
 from compressdata.distill import memory_init
 from compressdata.distill.config import DistillConfig
-from compressdata.distill.methods import RealSampler, SyntheticSet, init_theta, random_real_subset
+from compressdata.distill.synthetic import SyntheticSet, init_theta, random_real_subset
 from compressdata.params import layout_for_budget
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def real():
     data = load_source("fashion-mnist", "train").subset(torch.arange(4000))
-    return RealSampler(data.images, data.labels, data.num_classes), data.image_shape
+    return ClassBalancedSampler(data.images, data.labels, data.num_classes), data.image_shape
 
 
 @pytest.mark.parametrize("init", ["real", "pca", "kmeans"])

@@ -13,15 +13,16 @@ from compressdata.bank.format import check_bank
 from compressdata.bank.io import read_bank_file
 from compressdata.bank.memory_bank import MemoryBank
 from compressdata.cli import main
+from compressdata.data.sampler import ClassBalancedSampler
 from compressdata.data.sources import load_source
 from compressdata.distill.config import DistillConfig
 from compressdata.distill.loop import distill
-from compressdata.distill.methods import RealSampler, SyntheticSet, init_theta, lowrank_factors
 from compressdata.distill.objectives import objective_for
 from compressdata.distill.objectives.dm import dm_objective, mean_embedding_distance
 from compressdata.distill.objectives.gm import gradient_distance
 from compressdata.distill.objectives.mim import nce_loss
 from compressdata.distill.run import DistillRun, fresh_network
+from compressdata.distill.synthetic import SyntheticSet, init_theta, lowrank_factors
 from compressdata.evaluate import evaluate_bank
 from compressdata.loading import load_memory_bank, save_memory_bank
 from compressdata.params import layout_for_budget
@@ -60,7 +61,7 @@ def test_mean_embedding_distance_known_values():
 def _run_on(data, config: DistillConfig, kind: str = "pixels") -> DistillRun:
     layout = layout_for_budget(kind, config.budget_ipc, data.num_classes, data.image_shape)
     synthetic = SyntheticSet(kind, data.num_classes, layout.per_class, data.image_shape[1:])
-    real = RealSampler(data.images, data.labels, data.num_classes)
+    real = ClassBalancedSampler(data.images, data.labels, data.num_classes)
     return DistillRun(config, torch.device("cpu"), data, real, synthetic, layout)
 
 
@@ -141,7 +142,7 @@ def test_lowrank_init_round_trips_through_a_bank(train, tmp_path):
     layout = layout_for_budget("lowrank", 1, 10, (1, 28, 28), rank=2)
     assert layout.per_class == 784 // 112 and layout.floats <= 7840
     synthetic = SyntheticSet("lowrank", 10, layout.per_class, (28, 28))
-    real = RealSampler(train.images, train.labels, 10)
+    real = ClassBalancedSampler(train.images, train.labels, 10)
     for init in ("random", "real"):
         theta = init_theta(synthetic, layout, init, real, torch.Generator().manual_seed(0),
                            (1, 28, 28))

@@ -21,9 +21,9 @@ import torch
 from PIL import Image
 
 from compressdata import MemoryBank
-from compressdata.data.export import MAX_FOLDER_NAME, class_folder_names, export_png
-from compressdata.data.sources import load_webdataset
+from compressdata.data.readers.webdataset import load_webdataset
 from compressdata.files import atomic_write_bytes, remove_stale_temporaries
+from compressdata.serving.export import MAX_FOLDER_NAME, class_folder_names, export_png
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,14 +13,9 @@ import torch
 from PIL import Image
 
 from compressdata.bank.metadata import Normalization
-from compressdata.data.idx import IDXFormatError, read_idx, read_idx_bytes
-from compressdata.data.sources import (
-    PRESETS,
-    RealData,
-    channel_stats,
-    load_source,
-    source_from_hf_dataset,
-)
+from compressdata.data.readers.idx import IDXFormatError, read_idx, read_idx_bytes
+from compressdata.data.real import RealData, channel_stats
+from compressdata.data.sources import PRESETS, load_source, source_from_hf_dataset
 from compressdata.data.zca import fit_zca, zca_normalization
 
 FMNIST_CLASSES = PRESETS["fashion-mnist"].classes

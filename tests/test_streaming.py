@@ -36,7 +36,7 @@ def subset(fashion_mnist_train):
 def shards(subset, tmp_path_factory):
     import webdataset as wds
 
-    from compressdata.data.export import png_bytes, to_pil_images
+    from compressdata.serving.export import png_bytes, to_pil_images
 
     folder = tmp_path_factory.mktemp("shards")
     images = to_pil_images(subset.float_pixels)

@@ -38,12 +38,13 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from compressdata.bank.memory_bank import MemoryBank
+from compressdata.data.sampler import ClassBalancedSampler
 from compressdata.data.sources import load_source
-from compressdata.distill.bptt import naive_unroll_hypergradient, reverse_hypergradient
 from compressdata.distill.config import DistillConfig
+from compressdata.distill.hypergradient import naive_unroll_hypergradient, reverse_hypergradient
 from compressdata.distill.loop import distill, training_recipe
-from compressdata.distill.methods import RealSampler, SyntheticSet, init_theta
 from compressdata.distill.run import fresh_network
+from compressdata.distill.synthetic import SyntheticSet, init_theta
 from compressdata.evaluate import evaluate_bank
 from compressdata.params import layout_for_budget
 
@@ -132,7 +133,7 @@ def _memory_child(engine: str, steps: int, width: int, per_class: int, device: s
     gen = torch.Generator().manual_seed(0)
     theta = {k: v.to(dev) for k, v in
              init_theta(synthetic, layout, "random", None, gen, data.image_shape).items()}
-    real = RealSampler(data.images, data.labels, data.num_classes)
+    real = ClassBalancedSampler(data.images, data.labels, data.num_classes)
     x_real, y_real = (t.to(dev) for t in real.batch(64, gen))
     del data, real
     config = DistillConfig(width=width)
@@ -305,7 +306,7 @@ def _init_bank(config: DistillConfig, train) -> MemoryBank:
     layout = layout_for_budget(config.kind, config.budget_ipc, train.num_classes, train.image_shape,
                                n_bases=config.n_bases, downsample=config.downsample, rank=config.rank)
     synthetic = SyntheticSet(config.kind, train.num_classes, layout.per_class, train.image_shape[1:])
-    real = RealSampler(train.images, train.labels, train.num_classes)
+    real = ClassBalancedSampler(train.images, train.labels, train.num_classes)
     theta = init_theta(synthetic, layout, config.resolved_init, real,
                        torch.Generator().manual_seed(config.seed), train.image_shape)
     return MemoryBank(**theta, labels=synthetic.hard_labels(), classes=train.classes,

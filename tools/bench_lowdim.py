@@ -2,7 +2,7 @@
 memory on synthetic multi-index tasks, against the theory's r^2 d + L.
 
 For each (d, r) and each memory factor f, m = max(2r, ceil(f * (r^2 d + L) / d)) points are stored
-(m*d floats; hard labels not counted). Distilled points (compressdata.lowdim.distill_points, BPTT
+(m*d floats; hard labels not counted). Distilled points (compressdata.research.lowdim.distill_points, BPTT
 reverse pass) and the m random real points they start from are each used to train fresh two-layer
 networks of width L (the learner's T full-batch SGD steps; random real also for --long-steps), tested
 on fresh real points; the reference is the same network trained on --reference-points real points.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from compressdata.lowdim import Learner, MultiIndexTask, accuracy, distill_points
+from compressdata.research.lowdim import Learner, MultiIndexTask, accuracy, distill_points
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

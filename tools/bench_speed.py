@@ -63,10 +63,11 @@ def child(config_name: str, variant: str, iterations: int, threads: int) -> dict
 
     import torch
 
+    from compressdata.data.sampler import ClassBalancedSampler
     from compressdata.distill.config import DistillConfig
     from compressdata.distill.loop import _initial_state, outer_iteration, prepare_source
-    from compressdata.distill.methods import RealSampler, SyntheticSet
     from compressdata.distill.run import DistillRun
+    from compressdata.distill.synthetic import SyntheticSet
     from compressdata.params import layout_for_budget
     from compressdata.runtime.allocator import active_allocator, tune_glibc_malloc
     from compressdata.runtime.precision import native_bfloat16
@@ -82,7 +83,7 @@ def child(config_name: str, variant: str, iterations: int, threads: int) -> dict
     config = replace(DistillConfig(method="rtp", iterations=iterations + 1, **CONFIGS[config_name]),
                      **overrides).validate()
     data = prepare_source(config)
-    real = RealSampler(data.images, data.labels, data.num_classes)
+    real = ClassBalancedSampler(data.images, data.labels, data.num_classes)
     layout = layout_for_budget(config.kind, config.budget_ipc, data.num_classes, data.image_shape,
                                n_bases=config.n_bases, downsample=config.downsample, rank=config.rank)
     synthetic = SyntheticSet(config.kind, data.num_classes, layout.per_class, data.image_shape[1:])

@@ -10,16 +10,43 @@ the tensors, so it stays exact (zero address entries that pad old rows count as 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import torch
 
-from compressdata.bank.memory_bank import MemoryBank
 from compressdata.errors import BankFormatError, UsageError
 from compressdata.params import get_parameterization
 
 
-def current_tasks(bank: MemoryBank, name: str) -> list[dict[str, Any]]:
+class GrowableBank(Protocol):
+    """What growing needs of a bank (`MemoryBank` has it; the result is built with the bank's own class)."""
+
+    kind: str
+    tensors: dict[str, torch.Tensor]
+    labels: torch.Tensor
+    label_space: str
+    classes: list[str]
+    tasks: list[dict[str, Any]] | None
+    image_size: tuple[int, int]
+    upsample: str
+    normalization: Any
+    recipe: Any
+    provenance: dict[str, Any]
+    extra_metadata: dict[str, Any]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]: ...
+
+    @property
+    def num_classes(self) -> int: ...
+
+    def hard_labels(self) -> torch.Tensor: ...
+
+
+Bank = TypeVar("Bank", bound=GrowableBank)
+
+
+def current_tasks(bank: Bank, name: str) -> list[dict[str, Any]]:
     """The bank's tasks, or one task `name` covering all of it when it records none."""
     if bank.tasks:
         return [dict(t) for t in bank.tasks]
@@ -30,9 +57,9 @@ def current_tasks(bank: MemoryBank, name: str) -> list[dict[str, Any]]:
     return [task]
 
 
-def extend_bank(bank: MemoryBank, name: str, labels: torch.Tensor | Sequence[int], *,
+def extend_bank(bank: Bank, name: str, labels: torch.Tensor | Sequence[int], *,
                 classes: Sequence[str] = (), first_task: str = "task-0",
-                **tensors: torch.Tensor) -> MemoryBank:
+                **tensors: torch.Tensor) -> Bank:
     """A new bank: `bank` followed by task `name`'s examples.
 
     tensors: the new examples in `bank`'s kind: memory `addresses` [n, K + k] (columns K.. address
@@ -87,7 +114,7 @@ def _grow_memory(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> 
     return {"bases": torch.cat([bases, added]), "addresses": torch.cat([torch.cat([addresses, padding], 1), rows])}
 
 
-def merge_banks(a: MemoryBank, b: MemoryBank, names: tuple[str, str] = ("a", "b")) -> MemoryBank:
+def merge_banks(a: Bank, b: Bank, names: tuple[str, str] = ("a", "b")) -> Bank:
     """One bank holding a's examples then b's, with the tasks of both (a bank without tasks becomes
     one task named by `names`).
 
@@ -126,7 +153,7 @@ def merge_banks(a: MemoryBank, b: MemoryBank, names: tuple[str, str] = ("a", "b"
     return _rebuild(a, tensors, labels, classes, tasks_a + tasks_b, provenance)
 
 
-def _check_mergeable(a: MemoryBank, b: MemoryBank) -> None:
+def _check_mergeable(a: Bank, b: Bank) -> None:
     if a.kind != b.kind:
         raise UsageError(f"merge: the banks differ in kind: {a.kind} vs {b.kind}")
     checks = [("image_shape", a.image_shape, b.image_shape),
@@ -160,10 +187,10 @@ def _labels(labels: torch.Tensor | Sequence[int], label_space: str) -> torch.Ten
     return labels.to(torch.float32)
 
 
-def _rebuild(bank: MemoryBank, tensors: dict[str, torch.Tensor], labels: torch.Tensor, classes: list[str],
-             tasks: list[dict[str, Any]], provenance: dict[str, Any]) -> MemoryBank:
+def _rebuild(bank: Bank, tensors: dict[str, torch.Tensor], labels: torch.Tensor, classes: list[str],
+             tasks: list[dict[str, Any]], provenance: dict[str, Any]) -> Bank:
     try:
-        return MemoryBank(**tensors, labels=labels, classes=classes, image_size=bank.image_size,
+        return type(bank)(**tensors, labels=labels, classes=classes, image_size=bank.image_size,
                           upsample=bank.upsample, normalization=bank.normalization, recipe=bank.recipe,
                           provenance=provenance, label_space=bank.label_space, tasks=tasks,
                           extra_metadata=bank.extra_metadata)

@@ -22,6 +22,7 @@ from compressdata.bank.format import (
     storage_accounting,
     version_tuple,
 )
+from compressdata.bank.grow import extend_bank, merge_banks
 from compressdata.bank.io import read_bank_file, write_bank_file
 from compressdata.bank.metadata import EvaluationResult, Normalization, TrainingRecipe
 from compressdata.bank.query import LabelVectors, query_bank
@@ -287,14 +288,10 @@ class MemoryBank:
         memory `addresses` [n, K + k] and optionally `bases` [k, C, h, w], k new bases) and labels;
         `classes` names classes the task adds. Stored values of this bank stay bit-identical; see
         `compressdata.bank.grow.extend_bank`."""
-        from compressdata.bank.grow import extend_bank
-
         return extend_bank(self, name, labels, classes=classes, **tensors)
 
     def merge(self, other: MemoryBank, names: tuple[str, str] = ("a", "b")) -> MemoryBank:
         """This bank's examples followed by `other`'s, as one bank; see `compressdata.bank.grow.merge_banks`."""
-        from compressdata.bank.grow import merge_banks
-
         return merge_banks(self, other, names=names)
 
     def add_evaluation(self, result: EvaluationResult) -> None:
@@ -347,29 +344,6 @@ class MemoryBank:
         )
         bank.dropped_tasks = dropped
         return bank
-
-    # ---- Hub and exports ---------------------------------------------------------------------
-    def push_to_hub(self, repo_id: str, config: str | None = None, private: bool = False,
-                    revision: str | None = None, commit_message: str | None = None,
-                    token: str | None = None, **kwargs: Any):
-        """Publish this bank (file, dataset card, preview PNG, webdataset preview shards) to a Hub
-        dataset repo, as config `config`; see `compressdata.hub.push_to_hub`."""
-        from compressdata.hub.publish import push_to_hub
-
-        return push_to_hub(self, repo_id, config=config, private=private, revision=revision,
-                           commit_message=commit_message, token=token, **kwargs)
-
-    def to_hf_dataset(self, lazy: bool = False):
-        """A `datasets.Dataset` with image and ClassLabel features (lazy: decoded on access)."""
-        from compressdata.data.export import to_hf_dataset
-
-        return to_hf_dataset(self, lazy=lazy)
-
-    def export_webdataset(self, pattern: str, maxcount: int = 10_000) -> list[str]:
-        """Write webdataset shards (`.png` + `.cls`, `.npy` soft labels); returns the shard paths."""
-        from compressdata.data.export import export_webdataset
-
-        return export_webdataset(self, pattern, maxcount=maxcount)
 
     def __repr__(self) -> str:
         return (f"MemoryBank(kind={self.kind!r}, examples={len(self)}, image_shape={self.image_shape}, "

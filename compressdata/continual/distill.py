@@ -16,13 +16,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from compressdata.bank.memory_bank import MemoryBank
-from compressdata.continual.replay import MixedSampler, OldMemories
+from compressdata.continual.replay import MixedSampler, old_memories
+from compressdata.data.sampler import BalancedSampler, ClassBalancedSampler
 from compressdata.data.sources import RealData
 from compressdata.distill.checkpoint import DistillState
 from compressdata.distill.config import DistillConfig
 from compressdata.distill.loop import outer_iteration, resolve_device, training_recipe
-from compressdata.distill.methods import Augment, RealSampler, SyntheticSet
 from compressdata.distill.run import DistillRun
+from compressdata.distill.synthetic import Augment, SyntheticSet
 from compressdata.errors import UsageError
 from compressdata.params import Layout, get_parameterization
 from compressdata.runtime.transfer import to_device
@@ -39,7 +40,7 @@ class TaskSynthetic(SyntheticSet):
 
     frozen: torch.Tensor | None = field(default=None, compare=False)
     label_map: torch.Tensor | None = field(default=None, compare=False)
-    old: OldMemories | None = field(default=None, compare=False)
+    old: BalancedSampler | None = field(default=None, compare=False)
 
     def minibatch(self, theta: dict[str, torch.Tensor], per_class: int, generator: torch.Generator,
                   augment: Augment | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,7 +51,7 @@ class TaskSynthetic(SyntheticSet):
             return super().minibatch(theta, per_class, generator, augment)
         device = next(iter(theta.values())).device
         index = to_device(self.sample_index(per_class, generator), device)
-        x_old, y_old = self.old.sample(per_class, generator)
+        x_old, y_old = self.old.batch(per_class, generator)
         x = torch.cat([self.decode(theta, index), to_device(x_old, device)])
         if augment is not None:
             x = augment(x, generator)
@@ -74,7 +75,7 @@ def local_view(data: RealData, classes: list[int]) -> RealData:
                     data.split, data.normalization)
 
 
-def real_rows(real: RealSampler, per_class: int, generator: torch.Generator) -> torch.Tensor:
+def real_rows(real: ClassBalancedSampler, per_class: int, generator: torch.Generator) -> torch.Tensor:
     """`per_class` rows per class (class-major): distinct real images, and beyond a class's size
     random convex mixtures of two of its images (so no two rows start equal)."""
     rows = []
@@ -90,7 +91,7 @@ def real_rows(real: RealSampler, per_class: int, generator: torch.Generator) -> 
     return torch.cat(rows)
 
 
-def init_task_theta(real: RealSampler, per_class: int, frozen: torch.Tensor | None, new_bases: int,
+def init_task_theta(real: ClassBalancedSampler, per_class: int, frozen: torch.Tensor | None, new_bases: int,
                     downsample: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """Addresses and new bases fitted to r real images per class, downsampled by ds: least squares
     onto the frozen bases, then a rank-k truncated SVD of what they leave unexplained (CPU float32)."""
@@ -146,7 +147,7 @@ def distill_task(config: DistillConfig, data: RealData, classes: list[int], name
     frozen = None if bank is None else bank.tensors["bases"].to(device, torch.float32)
     k_total = new_bases + (0 if frozen is None else frozen.shape[0])
     upsample = bank.upsample if bank is not None else "bilinear"
-    real = RealSampler(local.images.to(device), local.labels, len(classes))
+    real = ClassBalancedSampler(local.images.to(device), local.labels, len(classes))
     downsample = task_downsample(config, bank)
     layout = Layout("memory", per_class, k_total, downsample)
     if replay_old and bank is not None:
@@ -154,7 +155,7 @@ def distill_task(config: DistillConfig, data: RealData, classes: list[int], name
             raise UsageError("replay_old replays frozen memories; it cannot be combined with finetune_bases")
         seen = bank.classes + [n for n in local.classes if n not in bank.classes]
         label_map = torch.tensor([seen.index(n) for n in local.classes])
-        old = OldMemories.from_bank(bank, seen, device)
+        old = old_memories(bank, seen, device)
         synthetic = TaskSynthetic("memory", len(classes), per_class, local.image_shape[1:], upsample, frozen,
                                   label_map, old)
         view = RealData(local.pixels, label_map[local.labels], seen, local.name, local.split, local.normalization)

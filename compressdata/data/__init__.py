@@ -1,6 +1,8 @@
-"""Data: MemoryDataset (a bank as a torchvision-style dataset), real-data sources, exports."""
+"""Real data for the distiller: `load_source` (presets and one reader per source kind), `RealData`,
+class-balanced sampling, streaming sources and ZCA whitening. Serving banks is `compressdata.serving`."""
 
-from compressdata.data.memory_dataset import MemoryDataset
-from compressdata.data.sources import RealData, load_source, source_from_hf_dataset
+from compressdata.data.real import RealData
+from compressdata.data.sampler import BalancedSampler, ClassBalancedSampler
+from compressdata.data.sources import load_source, source_from_hf_dataset
 
-__all__ = ["MemoryDataset", "RealData", "load_source", "source_from_hf_dataset"]
+__all__ = ["BalancedSampler", "ClassBalancedSampler", "RealData", "load_source", "source_from_hf_dataset"]

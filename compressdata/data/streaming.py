@@ -10,8 +10,8 @@ epoch after epoch, split by rank and DataLoader worker:
   shuffle (`shuffle(seed, buffer_size)`, `set_epoch`), `split_dataset_by_node` for the rank, and the
   library's own split of shards over DataLoader workers.
 `StreamingSampler` turns a stream into class-balanced real batches for the distiller (per-class ring
-buffers refreshed from the stream, the interface of `distill.methods.RealSampler`), and
-`streaming_source` builds it for a `DistillConfig` with `streaming=True`.
+buffers refreshed from the stream; the `data.sampler.BalancedSampler` protocol), and
+`streaming_source` builds it for one rank of a streaming run.
 """
 
 from __future__ import annotations
@@ -22,24 +22,16 @@ import os
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from compressdata.bank.metadata import Normalization
-from compressdata.data.sources import (
-    IMAGE_EXTENSIONS,
-    RealData,
-    _array_to_nchw,
-    channel_stats,
-    expand_shards,
-)
+from compressdata.data.images import GRAY_MODES, IMAGE_EXTENSIONS, array_to_nchw
+from compressdata.data.readers.webdataset import expand_shards
+from compressdata.data.real import RealData, channel_stats
 from compressdata.errors import MissingFileError, SourceError
-
-if TYPE_CHECKING:
-    from compressdata.distill.config import DistillConfig
 
 PROBE_SAMPLES = 2048
 _IMAGE_EXTS = tuple(e.lstrip(".") for e in IMAGE_EXTENSIONS)
@@ -67,13 +59,13 @@ def _decode(members: dict[str, bytes], key: str) -> StreamSample:
     ext = next((e for e in _IMAGE_EXTS if e in members), None)
     if ext is not None:
         with Image.open(io.BytesIO(members[ext])) as img:
-            array = np.array(img.convert("L" if img.mode in ("1", "L", "I", "I;16", "F") else "RGB"))
+            array = np.array(img.convert("L" if img.mode in GRAY_MODES else "RGB"))
     elif "npy" in members:
         array = np.load(io.BytesIO(members["npy"]), allow_pickle=False)
     else:
         raise SourceError(f"sample {key} has no image member (.{', .'.join(_IMAGE_EXTS)} or .npy); "
                          f"members: {sorted(members)}")
-    image = _array_to_nchw(array, key, batched=False)
+    image = array_to_nchw(array, key, batched=False)
     return StreamSample(image, int(members["cls"].decode("ascii").strip()), key)
 
 
@@ -188,7 +180,7 @@ class HFStream(IterableDataset):
                 if self.image_column not in row or self.label_column not in row:
                     raise SourceError(f"{self.name}: rows need columns {self.image_column!r} and "
                                      f"{self.label_column!r}; got {sorted(row)}")
-                image = _array_to_nchw(np.asarray(row[self.image_column]), self.name, batched=False)
+                image = array_to_nchw(np.asarray(row[self.image_column]), self.name, batched=False)
                 yield StreamSample(image, int(row[self.label_column]), f"{self.name}:{epoch}:{i}")
 
 
@@ -209,7 +201,7 @@ def _identity(sample: StreamSample) -> StreamSample:
 class StreamingSampler:
     """Class-balanced real batches from a stream: per-class ring buffers of `capacity` normalised
     images, refreshed from the stream before every batch (`refresh` new samples). It offers the
-    interface of `RealSampler` (images, labels, by_class, class_index, batch) over what is buffered.
+    `BalancedSampler` protocol (images, labels, by_class, class_index, batch) over what is buffered.
     """
 
     def __init__(self, samples: Iterator[StreamSample], n_classes: int, capacity: int,
@@ -312,22 +304,17 @@ def probe(source: str, split: str, n: int = PROBE_SAMPLES) -> RealData:
     return RealData(pixels, labels, classes, source, split, Normalization(mean=mean, std=std))
 
 
-def streaming_source(config: DistillConfig, device: torch.device,
-                     data: Any = None) -> tuple[RealData, StreamingSampler]:
-    """For a streaming run: (a RealData describing the source: the probe's classes, shape and
-    normalisation, holding this rank's warmed-up buffers; the sampler of this rank's stream)."""
-    from compressdata.distill.distributed import current_world
-
-    if data is not None:
-        raise SourceError("a streaming run reads config.source itself; do not pass in-memory data")
-    world = current_world()
-    head = probe(config.source, config.split)
-    stream = open_stream(config.source, config.split, seed=config.seed, rank=world.rank,
-                         world_size=world.size)
+def streaming_source(source: str, split: str, device: torch.device, *, seed: int, buffer_per_class: int,
+                     refresh_per_class: int, workers: int = 0, rank: int = 0,
+                     world_size: int = 1) -> tuple[RealData, StreamingSampler]:
+    """For one rank of a streaming run: (a RealData describing the source: the probe's classes, shape and
+    normalisation, holding this rank's warmed-up buffers; the sampler of this rank's stream, which reads
+    `refresh_per_class` new samples per class before every batch)."""
+    head = probe(source, split)
+    stream = open_stream(source, split, seed=seed, rank=rank, world_size=world_size)
     sampler = StreamingSampler(
-        iterate(stream, config.stream_workers), head.num_classes, config.stream_buffer_per_class,
-        head.normalization, device, refresh=head.num_classes * config.real_batch_per_class)
+        iterate(stream, workers), head.num_classes, buffer_per_class, head.normalization, device,
+        refresh=head.num_classes * refresh_per_class)
     buffered = head.normalization.invert(sampler.images.cpu()).clamp(0, 1)
-    described = RealData(buffered, sampler.labels.cpu(), head.classes, config.source, config.split,
-                         head.normalization)
+    described = RealData(buffered, sampler.labels.cpu(), head.classes, source, split, head.normalization)
     return described, sampler

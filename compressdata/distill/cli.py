@@ -25,10 +25,10 @@ from compressdata.distill.config import (
     OUTER_DEFAULTS,
     DistillConfig,
 )
-from compressdata.distill.distributed import distributed_session
 from compressdata.distill.outer import OPTIMIZERS, SCHEDULES
 from compressdata.errors import ConfigError
 from compressdata.params.budget import MIN_BASES_PER_CLASS
+from compressdata.runtime.distributed import distributed_session
 
 
 def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -207,7 +207,7 @@ def run_distill(args: argparse.Namespace) -> int:
 
 def _distill_and_save(args: argparse.Namespace, config: DistillConfig, out: Path, main: bool) -> int:
     from compressdata.distill.loop import distill
-    from compressdata.distill.rank_eval import evaluate_bank_over_ranks
+    from compressdata.evaluate.ranks import evaluate_bank_over_ranks
     from compressdata.loading import save_memory_bank
 
     try:

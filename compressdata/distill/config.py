@@ -310,7 +310,7 @@ class DistillConfig:
             raise ConfigError(f"objective {self.objective!r} never uses labels, so learn_labels "
                              "would learn nothing; drop learn_labels or pick bptt or gm")
         if self.dsa:
-            from compressdata.distill.augment import parse_strategy
+            from compressdata.augment import parse_strategy
 
             parse_strategy(self.dsa_strategy)
         if self.bptt_window is not None:

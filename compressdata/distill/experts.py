@@ -76,7 +76,7 @@ class ExpertConfig:
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be an int >= 0, got {self.seed!r}")
         if self.dsa:
-            from compressdata.distill.augment import parse_strategy
+            from compressdata.augment import parse_strategy
 
             parse_strategy(self.dsa_strategy)
         return self
@@ -224,7 +224,7 @@ def _train_epoch(model: torch.nn.Module, images: torch.Tensor, labels: torch.Ten
         batch = order[start:start + config.batch_size]
         x = images[batch]
         if config.dsa:
-            from compressdata.distill.augment import dsa
+            from compressdata.augment import dsa
 
             x = dsa(x, config.dsa_strategy, generator)
         loss = F.cross_entropy(model(x), labels[batch])

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-import compressdata
 from compressdata.bank.memory_bank import MemoryBank
 from compressdata.bank.metadata import TrainingRecipe
+from compressdata.data.sampler import ClassBalancedSampler
 from compressdata.data.sources import RealData, load_source
 from compressdata.data.zca import zca_normalization
 from compressdata.distill.checkpoint import (
@@ -37,23 +37,18 @@ from compressdata.distill.checkpoint import (
     save_checkpoint,
 )
 from compressdata.distill.config import DistillConfig
-from compressdata.distill.distributed import CollectiveError, current_world
-from compressdata.distill.methods import (
-    RealSampler,
-    SyntheticSet,
-    init_labels,
-    init_theta,
-    random_real_subset,
-)
 from compressdata.distill.objectives import EXTRA_THETA, FINISHERS
 from compressdata.distill.outer import outer_adam_step, outer_sgd_step, scheduled_lr
 from compressdata.distill.parallel import iteration_objective
 from compressdata.distill.run import DistillRun
+from compressdata.distill.synthetic import SyntheticSet, init_labels, init_theta, random_real_subset
 from compressdata.errors import CheckpointError, DivergenceError, UsageError
 from compressdata.evaluate import evaluate_tensors
 from compressdata.params import Layout, get_parameterization, layout_for_budget
 from compressdata.runtime.allocator import active_allocator
+from compressdata.runtime.distributed import CollectiveError, current_world
 from compressdata.runtime.precision import native_bfloat16
+from compressdata.version import __version__
 
 Callback = Callable[[DistillState, dict[str, Any]], None]
 
@@ -100,10 +95,16 @@ def distill(config: DistillConfig, data: RealData | None = None, *, progress: bo
     if config.streaming:
         from compressdata.data.streaming import streaming_source
 
-        data, real = streaming_source(config, device, data)
+        if data is not None:
+            raise UsageError("a streaming run reads config.source itself; do not pass in-memory data")
+        world = current_world()
+        data, real = streaming_source(config.source, config.split, device, seed=config.seed,
+                                      buffer_per_class=config.stream_buffer_per_class,
+                                      refresh_per_class=config.real_batch_per_class, workers=config.stream_workers,
+                                      rank=world.rank, world_size=world.size)
     else:
         data = prepare_source(config, data)
-        real = RealSampler(data.images.to(device), data.labels, data.num_classes)
+        real = ClassBalancedSampler(data.images.to(device), data.labels, data.num_classes)
     kind = config.kind
     layout = layout_for_budget(kind, config.budget_ipc, data.num_classes, data.image_shape,
                                n_bases=config.n_bases, downsample=config.downsample,
@@ -348,7 +349,7 @@ def _bank(config: DistillConfig, data: RealData, layout: Layout, theta: dict[str
         "layout": {"kind": kind, "per_class": layout.per_class, "n_bases": layout.n_bases,
                    "downsample": layout.downsample, "rank": layout.rank, "floats": layout.floats},
         "device": str(device),
-        "library": {"name": "compressdata", "version": compressdata.__version__},
+        "library": {"name": "compressdata", "version": __version__},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     return MemoryBank(

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from compressdata.distill.distributed import all_reduce_sum, current_world
 from compressdata.distill.objectives import ObjectiveResult, draw_seeds, objective_for
 from compressdata.distill.run import DistillRun
 from compressdata.errors import UsageError
+from compressdata.runtime.distributed import all_reduce_sum, current_world
 
 
 def iteration_objective(run: DistillRun, theta: dict[str, torch.Tensor],

@@ -10,9 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from compressdata.data.sampler import BalancedSampler
 from compressdata.data.sources import RealData
 from compressdata.distill.config import DistillConfig
-from compressdata.distill.methods import Augment, RealSampler, SyntheticSet
+from compressdata.distill.synthetic import Augment, SyntheticSet
 from compressdata.models import build_model
 from compressdata.params import Layout
 
@@ -26,7 +27,7 @@ class DistillRun:
     config: DistillConfig
     device: torch.device
     data: RealData
-    real: RealSampler
+    real: BalancedSampler
     synthetic: SyntheticSet
     layout: Layout
     test: RealData | None = None
@@ -55,7 +56,7 @@ def shared_augment(config: DistillConfig, seed: int) -> Augment | None:
     iteration (siamese: real and synthetic batches see the same transformation); None without DSA."""
     if not config.dsa:
         return None
-    from compressdata.distill.augment import dsa
+    from compressdata.augment import dsa
 
     def augment(x: torch.Tensor, _generator: torch.Generator) -> torch.Tensor:
         return dsa(x, config.dsa_strategy, seed=seed)

@@ -9,11 +9,11 @@ import argparse
 from pathlib import Path
 
 from compressdata.bank.metadata import AUGMENTATIONS, FULL_DATA, RANDOM_REAL, EvaluationResult
-from compressdata.distill.config import ARCHS
-from compressdata.distill.distributed import DEFAULT_TIMEOUT_S, distributed_session
+from compressdata.models import ARCHITECTURES as ARCHS
 from compressdata.errors import ConfigError
 from compressdata.evaluate.full_data import DEFAULT_EPOCHS, DEFAULT_NETWORKS, reference_command
 from compressdata.evaluate.protocols import PROTOCOLS, RECIPE, STANDARD
+from compressdata.runtime.distributed import DEFAULT_TIMEOUT_S, distributed_session
 
 FIXED_PROTOCOLS = tuple(name for name, p in PROTOCOLS.items() if p.recipe is not None)
 
@@ -86,7 +86,7 @@ def _check_positive(args: argparse.Namespace, *names: str) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     """`compressdata evaluate`: print mean, std and baselines; --record writes them into the bank."""
     from compressdata.data.sources import load_source
-    from compressdata.distill.rank_eval import evaluate_bank_over_ranks
+    from compressdata.evaluate.ranks import evaluate_bank_over_ranks
     from compressdata.loading import load_memory_bank, save_memory_bank
 
     _check_positive(args, "networks", "width", "epochs")

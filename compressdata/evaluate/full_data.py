@@ -26,7 +26,6 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-import compressdata
 from compressdata.bank.format import canonical_json
 from compressdata.bank.metadata import EvaluationResult, TrainingRecipe
 from compressdata.data.sources import RealData
@@ -34,6 +33,7 @@ from compressdata.errors import UsageError
 from compressdata.evaluate.protocols import STANDARD, ResolvedTraining, get_protocol, resolve_training
 from compressdata.evaluate.training import fresh_network_accuracies, resolve_device
 from compressdata.files import atomic_write
+from compressdata.version import __version__
 
 CACHE_ENV = "COMPRESSDATA_CACHE"
 FORMAT = "compressdata.full-data-reference"
@@ -157,7 +157,7 @@ def full_data_reference(
                                             seed=seed),
                "seconds": round(time.perf_counter() - start, 1), "device": str(resolve_device(device)),
                "threads": torch.get_num_threads(), "compiled": compile_networks,
-               "library": compressdata.__version__,
+               "library": __version__,
                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
     meta = {"format": FORMAT, "version": VERSION, "dataset": test.name, "protocol": protocol, "network": network,
             "result": result.to_dict()}

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from compressdata.augment import DEFAULT_STRATEGY, dsa
 from compressdata.bank.metadata import (
     AUGMENTATIONS,
     LABEL_LOSSES,
@@ -18,7 +19,6 @@ from compressdata.bank.metadata import (
     TrainingRecipe,
 )
 from compressdata.data.sources import RealData
-from compressdata.distill.augment import DEFAULT_STRATEGY, dsa
 from compressdata.errors import UsageError
 from compressdata.models import build_model
 from compressdata.runtime.transfer import to_device

@@ -1,16 +1,13 @@
-"""`compressdata push | pull | export`: thin subcommands over the Hub and export functions.
+"""`compressdata push | pull`: thin subcommands over the Hub functions.
 
 `add_hub_commands(subparsers)` registers them on the main parser's subparsers; each sets
-`func` to its `cmd_*` function, which returns the exit status. Errors are raised (HubError,
-BankFormatError, ValueError, FileNotFoundError) for the main entry point to report.
+`func` to its `cmd_*` function, which returns the exit status. Errors are raised (`HubError`,
+`BankFormatError`, ...: `CompressdataError`s) for the main entry point to report.
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-EXPORT_FORMATS = ("webdataset", "hf", "png", "ddranking", "mtt")
 
 
 def _hub_options(p: argparse.ArgumentParser) -> None:
@@ -21,7 +18,7 @@ def _hub_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_hub_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register `push`, `pull` and `export` on `subparsers`."""
+    """Register `push` and `pull` on `subparsers`."""
     p = subparsers.add_parser("push", help="publish a bank file to a Hub dataset repo")
     p.add_argument("bank", help="bank file")
     p.add_argument("repo_id", help="Hub dataset repo, namespace/name")
@@ -36,16 +33,6 @@ def add_hub_commands(subparsers: argparse._SubParsersAction) -> None:
     _hub_options(p)
     p.add_argument("--cache-dir", default=None, help="huggingface_hub cache folder")
     p.set_defaults(func=cmd_pull)
-
-    p = subparsers.add_parser("export", help="write a bank as webdataset shards, a datasets "
-                                             "folder, PNG files or an evaluator's .pt files")
-    p.add_argument("bank", help="bank file or Hub id")
-    p.add_argument("out", help="output folder (webdataset: a folder or a pattern with %%06d)")
-    p.add_argument("--format", choices=EXPORT_FORMATS, default="webdataset",
-                   help="webdataset shards, hf (datasets save_to_disk), png (ImageFolder), or the tensors "
-                        "DD-Ranking (ddranking) or MTT-style evaluation code (mtt) load (docs/interop.md)")
-    p.add_argument("--maxcount", type=int, default=10_000, help="samples per webdataset shard")
-    p.set_defaults(func=cmd_export)
 
 
 def cmd_push(args: argparse.Namespace) -> int:
@@ -71,29 +58,4 @@ def cmd_pull(args: argparse.Namespace) -> int:
                          cache_dir=args.cache_dir, token=args.token, endpoint=args.endpoint)
     print(f"{got.repo_id} config {got.config} at commit {got.commit}\n"
           f"cached at {got.path}\n{describe_bank(got.bank)}")
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    """Export a bank (file or Hub id) to webdataset shards, a datasets folder, PNGs or .pt tensors."""
-    from compressdata.data.export import export_png, export_webdataset, save_hf_dataset
-    from compressdata.loading import load_memory_bank
-
-    bank = load_memory_bank(args.bank)
-    if args.format == "webdataset":
-        pattern = args.out if "%" in args.out else str(Path(args.out) / "shard-%06d.tar")
-        written = export_webdataset(bank, pattern, maxcount=args.maxcount)
-        print(f"wrote {len(bank)} samples in {len(written)} shards: {pattern}")
-    elif args.format == "hf":
-        save_hf_dataset(bank, args.out)
-        print(f"wrote a datasets.Dataset of {len(bank)} rows to {args.out} "
-              "(read it with datasets.load_from_disk)")
-    elif args.format == "png":
-        written = export_png(bank, args.out)
-        print(f"wrote {len(written)} PNG files under {args.out}")
-    else:
-        from compressdata.interop.export import export_release
-
-        written = export_release(bank, args.out, args.format)
-        print(f"wrote {len(bank)} examples for {args.format}: {', '.join(str(p) for p in written)}")
     return 0

@@ -15,7 +15,6 @@ import torch
 from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, HfApi
 
 from compressdata.bank.memory_bank import MemoryBank
-from compressdata.data.export import export_webdataset
 from compressdata.errors import UsageError
 from compressdata.hub.card import (
     CARD_NAME,
@@ -32,6 +31,7 @@ from compressdata.hub.card import (
 from compressdata.hub.errors import HubCardError, HubError
 from compressdata.hub.load import check_revision, fetch_hub_bank, hub_errors, parse_hub_id, read_repo_manifest
 from compressdata.preview import save_preview
+from compressdata.serving.export import export_webdataset
 
 PREVIEW_LIMIT = 1000
 PREVIEW_SHARD_SIZE = 500

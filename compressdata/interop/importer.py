@@ -13,10 +13,8 @@ from typing import Any
 
 import torch
 
-import compressdata
 from compressdata.bank.memory_bank import MemoryBank
 from compressdata.bank.metadata import Normalization
-from compressdata.data.export import class_folder_names
 from compressdata.errors import BankFormatError, MissingFileError
 from compressdata.interop.errors import InteropError
 from compressdata.interop.layouts import LAYOUTS
@@ -31,6 +29,8 @@ from compressdata.interop.presets import (
 from compressdata.interop.release import Release
 from compressdata.interop.safeload import source_records
 from compressdata.interop.zca import kornia_zca_normalization
+from compressdata.serving.export import class_folder_names
+from compressdata.version import __version__
 
 SOFT_LABEL_SPACES = ("probabilities", "logits")
 STORED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -284,7 +284,7 @@ def _provenance(layout: str, release: Release, preset: MethodPreset, data: Datas
         "source": {"dataset": data.name, "split": "train"},
         "method": method,
         "imported": imported,
-        "library": {"name": "compressdata", "version": compressdata.__version__},
+        "library": {"name": "compressdata", "version": __version__},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if ipc is not None:

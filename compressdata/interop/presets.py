@@ -20,9 +20,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from compressdata.augment import DEFAULT_STRATEGY
 from compressdata.bank.metadata import TrainingRecipe
 from compressdata.data.sources import PRESETS as SOURCE_PRESETS
-from compressdata.distill.augment import DEFAULT_STRATEGY
 from compressdata.interop.errors import InteropError
 
 CIFAR100_CLASSES = (

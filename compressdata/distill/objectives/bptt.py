@@ -2,7 +2,7 @@
 
 A freshly initialised network takes T inner SGD-with-momentum steps on synthetic minibatches; the
 loss is its cross-entropy on a class-balanced real batch; the gradient flows back through the whole
-unroll (momentum included) by `bptt.reverse_hypergradient`, so memory does not grow with T.
+unroll (momentum included) by `distill.hypergradient.reverse_hypergradient`, so memory does not grow with T.
 
 With `bptt_window` W (random truncated BPTT, Feng et al., ICLR 2024), every network unrolls a length
 drawn uniformly from [W, T] and only its last W steps are differentiated. The graphs of the last
@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from compressdata.distill.bptt import InnerLossFn, cross_entropy, reverse_hypergradient, step_graph_bytes
 from compressdata.distill.config import DistillConfig
-from compressdata.distill.methods import Augment
+from compressdata.distill.hypergradient import InnerLossFn, cross_entropy, reverse_hypergradient, step_graph_bytes
 from compressdata.distill.objectives.base import ObjectiveResult, draw_seeds
 from compressdata.distill.run import DistillRun, autocast, fresh_network, shared_augment
+from compressdata.distill.synthetic import Augment
 
 
 @dataclass

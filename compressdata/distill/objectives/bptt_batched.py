@@ -3,8 +3,8 @@
 The G networks share one architecture; their parameters are stacked ([G, ...] per tensor) and one
 call runs all of them on stacked inputs [G, B, ...]. The inner loss is the SUM of the networks'
 losses, so its gradient for network g's weights is network g's own gradient and the SGD-with-
-momentum unroll of the stack is G independent unrolls; the reverse pass of `bptt.py` runs unchanged
-on the stack. Every network makes exactly the draws `bptt.draw_network` makes, so the result equals
+momentum unroll of the stack is G independent unrolls; the reverse pass of `distill.hypergradient` runs unchanged
+on the stack. Every network makes exactly the draws `objectives.bptt.draw_network` makes, so the result equals
 the sum of G separate `bptt_objective` calls within floating-point tolerance.
 """
 
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from compressdata.distill.bptt import cross_entropy, reverse_hypergradient
+from compressdata.distill.hypergradient import cross_entropy, reverse_hypergradient
 from compressdata.distill.objectives.base import ObjectiveResult
 from compressdata.distill.objectives.bptt import NetworkDraw, draw_network, kept_graphs
 from compressdata.distill.run import DistillRun, autocast

@@ -24,9 +24,9 @@ from torch import nn
 from torch.func import functional_call
 
 from compressdata.bank.metadata import TrainingRecipe
-from compressdata.distill.methods import init_theta
 from compressdata.distill.objectives.base import ObjectiveResult, draw_seeds
 from compressdata.distill.run import DistillRun
+from compressdata.distill.synthetic import init_theta
 from compressdata.distill.teacher import Teacher, load_teacher, save_teacher, train_teacher
 from compressdata.errors import UsageError
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from compressdata.data.export import class_folder_names
-from compressdata.data.sources import load_image_folder
+from compressdata.data.readers.folder import load_image_folder
 from compressdata.interop.errors import InteropError
 from compressdata.interop.release import Release
+from compressdata.serving.export import class_folder_names
 
 CLASSES_FILE = "classes.json"
 

@@ -14,9 +14,9 @@ import torch
 
 from compressdata.bank.metadata import RANDOM_REAL, EvaluationResult
 from compressdata.data.sources import RealData
-from compressdata.distill.distributed import current_world, gather_floats
 from compressdata.errors import UsageError
 from compressdata.evaluate import evaluate_bank, resolve_training
+from compressdata.runtime.distributed import current_world, gather_floats
 
 
 def evaluate_bank_over_ranks(bank: Any, test: RealData, *, arch: str | None = None,

@@ -1,4 +1,4 @@
-"""The methods' learnable tensors: initialisation, minibatches, and the random-real baseline.
+"""The synthetic set: its learnable tensors, their initialisation, minibatches, and the random-real baseline.
 
 Synthetic examples are stored class-major: rows c*r .. (c+1)*r - 1 belong to class c. The learnable
 tensors `theta` are a plain dict the hypergradient engine differentiates:
@@ -17,35 +17,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from compressdata.data.sampler import BalancedSampler
 from compressdata.distill import memory_init
 from compressdata.errors import UsageError
 from compressdata.params import Layout, get_parameterization
 from compressdata.runtime.transfer import to_device
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-
-
-class RealSampler:
-    """Class-balanced random batches from real images (normalised [N, C, H, W] with int labels)."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, n_classes: int):
-        self.images = images
-        self.labels = labels.to(images.device)
-        self.by_class = [torch.nonzero(labels.cpu() == c).flatten() for c in range(n_classes)]
-        empty = [c for c, idx in enumerate(self.by_class) if idx.numel() == 0]
-        if empty:
-            raise UsageError(f"the real data have no examples of class(es) {empty}")
-
-    def class_index(self, per_class: int, generator: torch.Generator) -> torch.Tensor:
-        """Rows of `per_class` distinct examples of every class (fewer if a class is smaller)."""
-        picks = [idx[torch.randperm(idx.numel(), generator=generator)[:per_class]]
-                 for idx in self.by_class]
-        return torch.cat(picks)
-
-    def batch(self, per_class: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """A class-balanced batch (images, labels) on the images' device."""
-        index = self.class_index(per_class, generator).to(self.images.device)
-        return self.images[index], self.labels[index]
 
 
 @dataclass(frozen=True)
@@ -96,7 +74,7 @@ class SyntheticSet:
         return x, self.targets(theta, index)
 
 
-def init_theta(synthetic: SyntheticSet, layout: Layout, init: str, real: RealSampler | None,
+def init_theta(synthetic: SyntheticSet, layout: Layout, init: str, real: BalancedSampler | None,
                generator: torch.Generator, image_shape: tuple[int, int, int]) -> dict[str, torch.Tensor]:
     """Initial learnable tensors (CPU float32): xavier-uniform noise or fitted to real images.
 
@@ -124,7 +102,7 @@ def init_theta(synthetic: SyntheticSet, layout: Layout, init: str, real: RealSam
     return {"pixels": _xavier((synthetic.size, c * h * w), generator).reshape(-1, c, h, w)}
 
 
-def _fit_memory(synthetic: SyntheticSet, k: int, ds: int, init: str, real: RealSampler | None,
+def _fit_memory(synthetic: SyntheticSet, k: int, ds: int, init: str, real: BalancedSampler | None,
                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """(addresses, bases [K, C*h*w]) fitted to r real images per class by `init` (real, pca, kmeans)."""
     rows = F.avg_pool2d(_real_rows(real, synthetic, generator), ds).flatten(1)
@@ -150,7 +128,7 @@ def lowrank_factors(images: torch.Tensor, rank: int) -> tuple[torch.Tensor, torc
             (root.unsqueeze(-1) * vh[..., :rank, :]).float().contiguous())
 
 
-def _lowrank_init(synthetic: SyntheticSet, rank: int, init: str, real: RealSampler | None,
+def _lowrank_init(synthetic: SyntheticSet, rank: int, init: str, real: BalancedSampler | None,
                   generator: torch.Generator, image_shape: tuple[int, int, int]) -> dict[str, torch.Tensor]:
     c, h, w = image_shape
     if init == "real":
@@ -166,7 +144,7 @@ def init_labels(synthetic: SyntheticSet, scale: float) -> torch.Tensor:
     return scale * F.one_hot(synthetic.hard_labels(), synthetic.n_classes).float()
 
 
-def random_real_subset(real: RealSampler, per_class: int,
+def random_real_subset(real: BalancedSampler, per_class: int,
                        generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """`per_class` distinct random real examples of every class, class-major (images, labels)."""
     small = [c for c, idx in enumerate(real.by_class) if idx.numel() < per_class]
@@ -176,7 +154,7 @@ def random_real_subset(real: RealSampler, per_class: int,
     return real.images[index].cpu(), real.labels[index].cpu()
 
 
-def _real_rows(real: RealSampler | None, synthetic: SyntheticSet,
+def _real_rows(real: BalancedSampler | None, synthetic: SyntheticSet,
                generator: torch.Generator) -> torch.Tensor:
     if real is None:
         raise UsageError("init='real' needs the real data")

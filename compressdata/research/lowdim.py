@@ -4,7 +4,7 @@ Data: x ~ N(0, I_d); labels depend on x only through z = U^T x, U a d x r matrix
 columns: y = argmax over the 2r scores [z, -z] (2r balanced classes; r = 1 is the sign of u^T x).
 Learner: a two-layer ReLU network of width L (`models.MLP` with depth 2) trained by T full-batch SGD
 steps with momentum. Distillation stores m points (m*d floats; hard labels, not counted, as in the
-bank format) and optimises them with the BPTT engine (`distill.bptt.reverse_hypergradient`) so
+bank format) and optimises them with the BPTT engine (`distill.hypergradient.reverse_hypergradient`) so
 that the network trained on them classifies fresh real data; the baseline stores m random real
 points. The theory (Kinoshita et al.) says memory ~ r^2 d + L floats should suffice.
 """
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from compressdata.distill.bptt import reverse_hypergradient
+from compressdata.distill.hypergradient import reverse_hypergradient
 from compressdata.errors import UsageError
 from compressdata.models import MLP
 

@@ -1,7 +1,7 @@
 """Pytest fixtures for the Hub and export tests: a fresh Hub-compatible server per test, an empty
 cache, real Fashion-MNIST and small banks built from it.
 
-Load from a test module with ``pytest_plugins = ["conftest_hub"]``.
+Load from a test module with ``pytest_plugins = ["hub_fixtures"]``.
 """
 
 from __future__ import annotations
