@@ -150,13 +150,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         except AllocatorError as e:
             print(f"compressdata: error: {e}", file=sys.stderr)
             return 2
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     from compressdata.errors import CompressdataError
 
+    if argv[:1] == ["distill"]:  # its own parser, generated from the run's option groups
+        from compressdata.distill.cli import main as distill_main
+
+        command, run = "distill", lambda: distill_main(argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
+        command, run = args.command, lambda: args.func(args)
     try:
-        return args.func(args)
+        return run()
     except (CompressdataError, OSError) as e:  # the library's errors and the system's; a bug shows its traceback
-        print(terminal_text(f"compressdata {args.command}: error: {e}"), file=sys.stderr)
+        print(terminal_text(f"compressdata {command}: error: {e}"), file=sys.stderr)
         return 1
 
 

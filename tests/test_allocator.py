@@ -47,8 +47,9 @@ def _distill(tmp_path, mode: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "COMPRESSDATA_ALLOCATOR": mode, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "compressdata", "distill", "--out", str(tmp_path / f"{mode}.safetensors"),
-         "--iterations", "1", "--width", "8", "--unroll-steps", "2", "--real-batch", "4",
-         "--no-progress", "--no-checkpoints"],
+         "--outer.iterations", "1", "--model.width", "8", "--inner.unroll_steps", "2",
+         "--outer.real_batch_per_class", "4",
+         "--progress", "false", "--checkpoints", "false"],
         capture_output=True, text=True, env=env, timeout=300, check=False)
 
 

@@ -3,8 +3,6 @@ forward run, and bfloat16 autocast on the CPU (its hypergradient against float32
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,7 +18,7 @@ from compressdata.params import layout_for_budget
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-CONFIG = DistillConfig(width=16, unroll_steps=6, inner_batch_per_class=10, real_batch_per_class=16,
+CONFIG = DistillConfig.from_flat(width=16, unroll_steps=6, inner_batch_per_class=10, real_batch_per_class=16,
                        n_bases=24, downsample=2, init="real", inner_lr=0.03)
 
 
@@ -31,8 +29,8 @@ def train_subset():
 
 
 def _run(data, config: DistillConfig) -> tuple[DistillRun, dict[str, torch.Tensor]]:
-    layout = layout_for_budget("memory", config.budget_ipc, data.num_classes, data.image_shape,
-                               n_bases=config.n_bases, downsample=config.downsample)
+    layout = layout_for_budget("memory", config.parameterization.budget_ipc, data.num_classes, data.image_shape,
+                               n_bases=config.parameterization.n_bases, downsample=config.parameterization.downsample)
     synthetic = SyntheticSet("memory", data.num_classes, layout.per_class, data.image_shape[1:])
     real = ClassBalancedSampler(data.images, data.labels, data.num_classes)
     theta = init_theta(synthetic, layout, "real", real, torch.Generator().manual_seed(0), data.image_shape)
@@ -44,7 +42,7 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_kept_graphs_change_nothing_but_speed(train_subset):
-    recomputed = bptt_objective(*_run(train_subset, replace(CONFIG, graph_memory_mb=0.0)),
+    recomputed = bptt_objective(*_run(train_subset, CONFIG.replace(graph_memory_mb=0.0)),
                                 torch.Generator().manual_seed(5))
     run, theta = _run(train_subset, CONFIG)
     kept = bptt_objective(run, theta, torch.Generator().manual_seed(5))
@@ -56,19 +54,19 @@ def test_kept_graphs_change_nothing_but_speed(train_subset):
 
 
 def test_truncated_unrolls_draw_their_length_and_differ_from_full_bptt(train_subset):
-    config = replace(CONFIG, unroll_steps=8, bptt_window=3)
+    config = CONFIG.replace(unroll_steps=8, bptt_window=3)
     run, theta = _run(train_subset, config)
     lengths = {bptt_objective(run, theta, torch.Generator().manual_seed(s)).metrics["unroll_steps"]
                for s in range(12)}
     assert lengths <= set(range(3, 9)) and len(lengths) >= 3
-    full = bptt_objective(*_run(train_subset, replace(config, bptt_window=None)), torch.Generator().manual_seed(0))
+    full = bptt_objective(*_run(train_subset, config.replace(bptt_window=None)), torch.Generator().manual_seed(0))
     truncated = bptt_objective(run, theta, torch.Generator().manual_seed(0))
     assert "unroll_steps" not in full.metrics
     assert _cosine(truncated.grads["bases"], full.grads["bases"]) < 0.999
 
 
 def test_a_truncated_run_distils_a_bank_above_chance(train_subset, fashion_mnist_test):
-    config = replace(CONFIG, unroll_steps=10, bptt_window=4, iterations=15, outer_optimizer="adam",
+    config = CONFIG.replace(unroll_steps=10, bptt_window=4, iterations=15, outer_optimizer="adam",
                      outer_lr=0.01)
     bank = distill(config, train_subset, progress=False, log=lambda _: None)
     assert bank.provenance["method"]["hyperparameters"]["bptt_window"] == 4
@@ -84,7 +82,7 @@ def test_bfloat16_hypergradient_agrees_with_float32(train_subset):
     stays within 35 % relative error and 0.95 cosine of float32's (measured: ~20 %, 0.97-0.99)."""
     run, theta = _run(train_subset, CONFIG)
     full = bptt_objective(run, theta, torch.Generator().manual_seed(1))
-    run_bf16, _ = _run(train_subset, replace(CONFIG, amp=True))
+    run_bf16, _ = _run(train_subset, CONFIG.replace(amp=True))
     half = bptt_objective(run_bf16, theta, torch.Generator().manual_seed(1))
     assert half.loss == pytest.approx(full.loss, rel=0.02)
     for name in theta:

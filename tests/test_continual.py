@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -146,7 +145,7 @@ def split_tasks(fashion_mnist_train):
 
 
 def test_distill_task_freezes_old_bases_or_finetunes_them(split_tasks, one_torch_thread) -> None:
-    config = DistillConfig(width=4, unroll_steps=2, inner_batch_per_class=4, real_batch_per_class=4,
+    config = DistillConfig.from_flat(width=4, unroll_steps=2, inner_batch_per_class=4, real_batch_per_class=4,
                            outer_lr=30, iterations=2, device="cpu")
     first = distill_task(config, split_tasks[0].train, [0, 1], "t0", new_bases=3, per_class=5, progress=False)
     second = distill_task(config, split_tasks[1].train, [2, 3], "t1", first, new_bases=1, per_class=50,
@@ -162,7 +161,7 @@ def test_distill_task_freezes_old_bases_or_finetunes_them(split_tasks, one_torch
     assert torch.equal(tuned.tensors["addresses"][:110, :4], second.tensors["addresses"])
     assert first.tensors["bases"].shape[-1] == 14  # no downsample set: a first task takes ds=2
     with pytest.raises(ValueError, match="downsample 1 does not match the bank's bases, stored at ds=2"):
-        distill_task(replace(config, downsample=1), split_tasks[1].train, [2, 3], "t1", first, new_bases=1,
+        distill_task(config.replace(downsample=1), split_tasks[1].train, [2, 3], "t1", first, new_bases=1,
                      per_class=5, progress=False)
 
 

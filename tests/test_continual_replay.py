@@ -18,7 +18,7 @@ from compressdata.distill.config import DistillConfig
 def setup():
     torch.set_num_threads(1)
     tasks = make_tasks("split-fashion-mnist", train_per_class=30, test_per_class=10, seed=0)
-    cfg = DistillConfig(method="rtp", downsample=2, iterations=2, unroll_steps=3, inner_batch_per_class=4,
+    cfg = DistillConfig.from_flat(method="rtp", downsample=2, iterations=2, unroll_steps=3, inner_batch_per_class=4,
                         real_batch_per_class=4, width=8, seed=0).validate()
     first = distill_task(cfg, tasks[0].train, tasks[0].classes, tasks[0].name, None, new_bases=3, per_class=5,
                          progress=False)

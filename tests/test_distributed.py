@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -28,12 +27,13 @@ pytestmark = [pytest.mark.skipif(not FMNIST.is_dir(), reason="needs the local Fa
               pytest.mark.usefixtures("one_torch_thread")]
 REPO = Path(__file__).resolve().parents[1]
 
-TINY = DistillConfig(iterations=4, unroll_steps=3, width=8, inner_batch_per_class=3,
+TINY = DistillConfig.from_flat(iterations=4, unroll_steps=3, width=8, inner_batch_per_class=3,
                      real_batch_per_class=3, checkpoint_every=2, seed=5, networks_per_iteration=2,
                      device="cpu")
-TINY_ARGS = ["--iterations", "4", "--unroll-steps", "3", "--width", "8", "--inner-batch", "3",
-             "--real-batch", "3", "--checkpoint-every", "2", "--seed", "5",
-             "--networks-per-iteration", "2", "--device", "cpu", "--no-progress"]
+TINY_ARGS = ["--outer.iterations", "4", "--inner.unroll_steps", "3", "--model.width", "8",
+             "--inner.batch_per_class", "3",
+             "--outer.real_batch_per_class", "3", "--run.checkpoint_every", "2", "--run.seed", "5",
+             "--scale.networks_per_iteration", "2", "--run.device", "cpu", "--progress", "false"]
 
 
 def _free_port() -> int:
@@ -70,11 +70,11 @@ def test_world_share_splits_networks_disjointly_and_completely():
 
 
 def test_networks_per_iteration_loop_and_vmap_agree(train):
-    loop = distill(replace(TINY, iterations=2, networks_per_iteration=3), train, progress=False,
+    loop = distill(TINY.replace(iterations=2, networks_per_iteration=3), train, progress=False,
                    log=_quiet)
-    vmap = distill(replace(TINY, iterations=2, networks_per_iteration=3, network_batching="vmap"),
+    vmap = distill(TINY.replace(iterations=2, networks_per_iteration=3, network_batching="vmap"),
                    train, progress=False, log=_quiet)
-    single = distill(replace(TINY, iterations=2, networks_per_iteration=1), train, progress=False,
+    single = distill(TINY.replace(iterations=2, networks_per_iteration=1), train, progress=False,
                      log=_quiet)
     for k in loop.tensors:
         torch.testing.assert_close(vmap.tensors[k], loop.tensors[k], rtol=1e-4, atol=1e-5)
@@ -101,8 +101,8 @@ def test_torchrun_two_processes_equal_single_process(train, tmp_path):
 def test_dead_rank_fails_cleanly_then_resume_with_one_process(train, tmp_path):
     ckpt = tmp_path / "ckpt"
     port = str(_free_port())
-    args = [sys.executable, "-m", "compressdata", "distill", *TINY_ARGS, "--iterations", "500",
-            "--checkpoint-every", "1", "--collective-timeout", "30", "--checkpoint-dir", str(ckpt),
+    args = [sys.executable, "-m", "compressdata", "distill", *TINY_ARGS, "--outer.iterations", "500",
+            "--run.checkpoint_every", "1", "--scale.collective_timeout", "30", "--run.checkpoint_dir", str(ckpt),
             "--out", str(tmp_path / "never.safetensors")]
     procs = [subprocess.Popen(args, env=_env(RANK=str(r), WORLD_SIZE="2", LOCAL_RANK=str(r),
                                              MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
@@ -125,25 +125,25 @@ def test_dead_rank_fails_cleanly_then_resume_with_one_process(train, tmp_path):
                 p.wait()
     assert procs[0].returncode == 1, err[-3000:]
     assert "all-reduce with the other ranks failed" in err
-    assert "written to" in out and "--resume" in out
+    assert "written to" in out and "--run.resume true" in out
     assert not (tmp_path / "never.safetensors").exists()
     state, _ = load_checkpoint(ckpt)
     assert 1 <= state.iteration < 500
     # resume in ONE process (world size 2 -> 1): same global configuration, so the same bank as an
     # uninterrupted run
     stop = state.iteration + 2
-    resumed = distill(replace(TINY, iterations=stop, checkpoint_every=1, checkpoint_dir=str(ckpt),
+    resumed = distill(TINY.replace(iterations=stop, checkpoint_every=1, checkpoint_dir=str(ckpt),
                               resume=True), train, progress=False, log=_quiet)
-    reference = distill(replace(TINY, iterations=stop), train, progress=False, log=_quiet)
+    reference = distill(TINY.replace(iterations=stop), train, progress=False, log=_quiet)
     for k in reference.tensors:
         torch.testing.assert_close(resumed.tensors[k], reference.tensors[k], rtol=1e-5, atol=1e-6)
 
 
 def test_more_processes_than_networks_is_a_clear_error():
     with pytest.raises(ValueError, match="network_batching"):
-        DistillConfig(network_batching="grouped").validate()
+        DistillConfig.from_flat(network_batching="grouped").validate()
     with pytest.raises(ValueError, match="networks_per_iteration"):
-        DistillConfig(networks_per_iteration=0).validate()
+        DistillConfig.from_flat(networks_per_iteration=0).validate()
 
 
 def test_torchrun_evaluate_one_network_per_rank(train, tmp_path):
@@ -151,7 +151,7 @@ def test_torchrun_evaluate_one_network_per_rank(train, tmp_path):
     from compressdata.evaluate import evaluate_bank
     from compressdata.loading import save_memory_bank
 
-    bank = distill(replace(TINY, method="random-real"), train, progress=False, log=_quiet)
+    bank = distill(TINY.replace(method="random-real"), train, progress=False, log=_quiet)
     path = tmp_path / "bank.safetensors"
     save_memory_bank(bank, path)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",

@@ -116,7 +116,7 @@ def test_teacher_file_round_trip_and_mismatch(train_subset, tmp_path):
 
 def test_short_dwa_run_writes_a_valid_soft_label_bank_that_beats_chance(train_subset, tmp_path):
     ckpt = tmp_path / "ckpt"
-    config = DistillConfig(method="pixels", objective="dwa", width=8, iterations=20, dwa_teacher_width=16,
+    config = DistillConfig.from_flat(method="pixels", objective="dwa", width=8, iterations=20, dwa_teacher_width=16,
                            dwa_teacher_epochs=6, dwa_steps=2, inner_batch_per_class=2, budget_ipc=2,
                            device="cpu", checkpoint_dir=str(ckpt))  # the outer step: dwa's defaults (Adam)
     bank = distill(config, train_subset, progress=False, log=lambda s: None)
@@ -139,17 +139,17 @@ def test_short_dwa_run_writes_a_valid_soft_label_bank_that_beats_chance(train_su
 
 def test_dwa_configuration_errors():
     with pytest.raises(ValueError, match="learn_labels"):
-        DistillConfig(objective="dwa", learn_labels=True).validate()
+        DistillConfig.from_flat(objective="dwa", learn_labels=True).validate()
     with pytest.raises(ValueError, match="dwa_rho"):
-        DistillConfig(objective="dwa", dwa_rho=0).validate()
+        DistillConfig.from_flat(objective="dwa", dwa_rho=0).validate()
     with pytest.raises(ValueError, match="dwa_teacher_arch"):
-        DistillConfig(objective="dwa", dwa_teacher_arch="mlp").validate()
+        DistillConfig.from_flat(objective="dwa", dwa_teacher_arch="mlp").validate()
     with pytest.raises(ValueError, match="objective"):
-        DistillConfig(objective="nope").validate()
+        DistillConfig.from_flat(objective="nope").validate()
 
 
 @pytest.mark.parametrize("param", ["pixels", "memory", "lowrank"])
 def test_dwa_defaults_to_adam_with_a_cosine_schedule_on_every_parameterization(param):
-    config = DistillConfig(parameterization=param, objective="dwa")
+    config = DistillConfig.from_flat(parameterization=param, objective="dwa")
     assert config.resolved_optimizer == ("adam", (0.5, 0.9), "cosine")
     assert config.resolved_outer == (ADAM_OUTER_LR, None, math.inf)

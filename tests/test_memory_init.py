@@ -57,5 +57,5 @@ def test_kmeans_centroids_are_cluster_means():
 
 def test_pca_and_kmeans_inits_are_for_memory_banks():
     with pytest.raises(ValueError, match="init 'pca' fits bases and addresses"):
-        DistillConfig(method="pixels", init="pca").validate()
-    DistillConfig(method="rtp", init="kmeans").validate()
+        DistillConfig.from_flat(method="pixels", init="pca").validate()
+    DistillConfig.from_flat(method="rtp", init="kmeans").validate()

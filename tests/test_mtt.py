@@ -127,7 +127,7 @@ def test_killed_experts_run_continues_to_the_same_files(expert_dir, tmp_path):
 
 def test_short_mtt_run_writes_a_valid_bank_that_beats_chance(expert_dir, tmp_path):
     train = load_source("fashion-mnist", "train")
-    config = DistillConfig(method="pixels", objective="mtt", mtt_expert_dir=str(expert_dir), width=8,
+    config = DistillConfig.from_flat(method="pixels", objective="mtt", mtt_expert_dir=str(expert_dir), width=8,
                            iterations=15, mtt_syn_steps=8, mtt_expert_epochs=2, mtt_max_start_epoch=2,
                            inner_batch_per_class=1, mtt_lr_lr=0.05,  # outer step: mtt's defaults
                            device="cpu", seed=2)
@@ -147,17 +147,17 @@ def test_short_mtt_run_writes_a_valid_bank_that_beats_chance(expert_dir, tmp_pat
 
 def test_mtt_configuration_errors(expert_dir, capsys):
     with pytest.raises(ValueError, match="mtt_expert_dir"):
-        DistillConfig(objective="mtt").validate()
+        DistillConfig.from_flat(objective="mtt").validate()
     with pytest.raises(ValueError, match="running statistics"):
-        DistillConfig(objective="mtt", mtt_expert_dir="x", norm="batchnorm").validate()
+        DistillConfig.from_flat(objective="mtt", mtt_expert_dir="x", norm="batchnorm").validate()
     with pytest.raises(ValueError, match="mtt_syn_steps"):
-        DistillConfig(objective="mtt", mtt_expert_dir="x", mtt_syn_steps=0).validate()
+        DistillConfig.from_flat(objective="mtt", mtt_expert_dir="x", mtt_syn_steps=0).validate()
     train = load_source("fashion-mnist", "train").subset(torch.arange(200))
     with pytest.raises(ValueError, match="width"):
-        distill(DistillConfig(method="pixels", objective="mtt", mtt_expert_dir=str(expert_dir),
+        distill(DistillConfig.from_flat(method="pixels", objective="mtt", mtt_expert_dir=str(expert_dir),
                               width=16, iterations=1, mtt_max_start_epoch=1, device="cpu"),
                 train, progress=False, log=lambda s: None)
     with pytest.raises(ValueError, match="at least"):
-        distill(DistillConfig(method="pixels", objective="mtt", mtt_expert_dir=str(expert_dir),
+        distill(DistillConfig.from_flat(method="pixels", objective="mtt", mtt_expert_dir=str(expert_dir),
                               width=8, iterations=1, mtt_max_start_epoch=5, device="cpu"),
                 train, progress=False, log=lambda s: None)

@@ -83,23 +83,25 @@ def test_sgd_step_equals_torch_sgd_and_cosine_endpoints():
 
 
 def test_outer_optimizer_defaults_resolve_and_are_recorded():
-    dwa = DistillConfig(objective="dwa", parameterization="memory")
+    dwa = DistillConfig.from_flat(objective="dwa", parameterization="memory")
     assert dwa.resolved_optimizer == ("adam", ADAM_BETAS, "cosine")
     assert dwa.resolved_outer == (ADAM_OUTER_LR, None, math.inf)
     hyper = dwa.recorded_hyperparameters()
     assert (hyper["outer_optimizer"], hyper["outer_betas"], hyper["outer_schedule"]) == ("adam", (0.5, 0.9), "cosine")
     assert hyper["outer_momentum"] is None
-    assert DistillConfig().resolved_optimizer == ("sgd", None, "constant")
-    assert DistillConfig(objective="dwa", outer_optimizer="sgd").resolved_optimizer == ("sgd", None, "constant")
-    assert DistillConfig(objective="dwa", outer_optimizer="sgd").resolved_outer == (10.0, 0.5, math.inf)
-    explicit = DistillConfig(outer_optimizer="adam", outer_betas=(0.9, 0.999), outer_lr=0.01)
+    assert DistillConfig.from_flat().resolved_optimizer == ("sgd", None, "constant")
+    dwa_sgd = DistillConfig.from_flat(objective="dwa", outer_optimizer="sgd")
+    assert dwa_sgd.resolved_optimizer == ("sgd", None, "constant")
+    assert DistillConfig.from_flat(objective="dwa", outer_optimizer="sgd").resolved_outer == (10.0, 0.5, math.inf)
+    explicit = DistillConfig.from_flat(outer_optimizer="adam", outer_betas=(0.9, 0.999), outer_lr=0.01)
     assert explicit.resolved_optimizer == ("adam", (0.9, 0.999), "constant")
     # JSON round trip (lists for tuples) resumes as the same run; under cosine, iterations matter
     again = DistillConfig.from_dict({**dwa.to_dict(), "outer_betas": [0.5, 0.9]})
     assert dwa.differences(again) == []
-    assert dwa.differences(DistillConfig(objective="dwa", parameterization="memory", iterations=5)) == ["iterations"]
-    assert DistillConfig().differences(DistillConfig(iterations=5)) == []
-    assert DistillConfig().differences(DistillConfig(outer_optimizer="adam")) == [
+    other = DistillConfig.from_flat(objective="dwa", parameterization="memory", iterations=5)
+    assert dwa.differences(other) == ["iterations"]
+    assert DistillConfig.from_flat().differences(DistillConfig.from_flat(iterations=5)) == []
+    assert DistillConfig.from_flat().differences(DistillConfig.from_flat(outer_optimizer="adam")) == [
         "outer_betas", "outer_lr", "outer_momentum", "outer_optimizer"]
 
 
@@ -113,7 +115,7 @@ def test_outer_optimizer_defaults_resolve_and_are_recorded():
 ])
 def test_outer_optimizer_configuration_errors(options, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
-        DistillConfig(**options).validate()
+        DistillConfig.from_flat(**options).validate()
 
 
 def test_checkpoint_second_moments_round_trip_and_bad_sets(tmp_path):
@@ -137,12 +139,14 @@ def test_cli_outer_optimizer_options_reach_the_bank(tmp_path, capsys):
     from compressdata.cli import main
 
     out = tmp_path / "adam.safetensors"
-    assert main(["distill", "--outer-optimizer", "adam", "--outer-betas", "0.9", "0.99", "--outer-schedule", "cosine",
-                 "--outer-lr", "0.01", "--iterations", "2", "--unroll-steps", "2", "--width", "8", "--inner-batch", "2",
-                 "--real-batch", "2", "--out", str(out), "--no-progress", "--no-checkpoints"]) == 0
+    assert main(["distill", "--outer.optimizer", "adam", "--outer.betas", "[0.9,0.99]", "--outer.schedule", "cosine",
+                 "--outer.lr", "0.01", "--outer.iterations", "2", "--inner.unroll_steps", "2",
+                 "--model.width", "8", "--inner.batch_per_class", "2",
+                 "--outer.real_batch_per_class", "2", "--out", str(out), "--progress", "false",
+                 "--checkpoints", "false"]) == 0
     hyper = load_memory_bank(out).provenance["method"]["hyperparameters"]
     assert (hyper["outer_optimizer"], hyper["outer_betas"], hyper["outer_schedule"], hyper["outer_lr"]) == (
         "adam", [0.9, 0.99], "cosine", 0.01)
     with pytest.raises(SystemExit):
-        main(["distill", "--outer-optimizer", "lbfgs", "--out", str(out)])
-    assert "invalid choice: 'lbfgs'" in capsys.readouterr().err
+        main(["distill", "--outer.optimizer", "lbfgs", "--out", str(out)])
+    assert "lbfgs" in capsys.readouterr().err

@@ -21,8 +21,8 @@ from compressdata.distill.loop import distill
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # Two outer iterations of a tiny rtp run from the real-data SVD init: real addresses and bases.
-TINY = DistillConfig(method="rtp", init="real", iterations=2, unroll_steps=2, width=4, inner_batch_per_class=2,
-                     real_batch_per_class=2, outer_lr=30.0, seed=1)
+TINY = DistillConfig.from_flat(method="rtp", init="real", iterations=2, unroll_steps=2, width=4,
+                               inner_batch_per_class=2, real_batch_per_class=2, outer_lr=30.0, seed=1)
 
 
 def _quiet(_: str) -> None:
@@ -39,9 +39,8 @@ def bank(fashion_mnist_train, tmp_path_factory) -> MemoryBank:
 
 @pytest.fixture(scope="module")
 def logits_bank(fashion_mnist_train) -> MemoryBank:
-    from dataclasses import replace
 
-    return distill(replace(TINY, learn_labels=True), fashion_mnist_train, progress=False, log=_quiet)
+    return distill(TINY.replace(learn_labels=True), fashion_mnist_train, progress=False, log=_quiet)
 
 
 def _rows(bank: MemoryBank, c: int) -> torch.Tensor:
@@ -148,9 +147,8 @@ def test_more_rows_than_the_classes_have_is_an_error(bank):
 
 
 def test_pixel_banks_have_no_queries(fashion_mnist_train):
-    from dataclasses import replace
 
-    pixels = distill(replace(TINY, method="random-real"), fashion_mnist_train, progress=False, log=_quiet)
+    pixels = distill(TINY.replace(method="random-real"), fashion_mnist_train, progress=False, log=_quiet)
     with pytest.raises(QueryError, match="kind 'memory'.*this bank is 'pixels'"):
         pixels.query([1.0] + [0.0] * 9)
 

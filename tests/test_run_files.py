@@ -5,7 +5,6 @@ a run that silently does something else; a rerun starts its metrics fresh."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from compressdata.errors import CheckpointError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = DistillConfig(iterations=2, unroll_steps=2, width=8, inner_batch_per_class=2, real_batch_per_class=2,
+TINY = DistillConfig.from_flat(iterations=2, unroll_steps=2, width=8, inner_batch_per_class=2, real_batch_per_class=2,
                      checkpoint_every=2, seed=3)
 KEY = "compressdata.checkpoint"
 
@@ -47,7 +46,7 @@ def _quiet(_: str) -> None:
 def checkpoint(train, tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor], dict[str, Any]]:
     """A real checkpoint of a finished 2-iteration run: (directory, tensors, metadata object)."""
     directory = tmp_path_factory.mktemp("run")
-    distill(replace(TINY, checkpoint_dir=str(directory)), train, progress=False, log=_quiet)
+    distill(TINY.replace(checkpoint_dir=str(directory)), train, progress=False, log=_quiet)
     path = directory / CHECKPOINT_FILE
     with safe_open(path, framework="pt") as f:
         meta = json.loads(f.metadata()[KEY])
@@ -93,7 +92,7 @@ def test_a_crafted_checkpoint_is_a_typed_error_naming_file_and_field(train, chec
     edit, fragment = CRAFTS[craft]
     directory = _crafted(base, tmp_path, *edit(dict(tensors), json.loads(json.dumps(meta))))
     with pytest.raises(CheckpointError) as info:
-        distill(replace(TINY, checkpoint_dir=str(directory), resume=True), train, progress=False, log=_quiet)
+        distill(TINY.replace(checkpoint_dir=str(directory), resume=True), train, progress=False, log=_quiet)
     assert info.value.path == str(directory / CHECKPOINT_FILE)
     assert fragment in info.value.problem, info.value.problem
 
@@ -101,12 +100,12 @@ def test_a_crafted_checkpoint_is_a_typed_error_naming_file_and_field(train, chec
 def test_a_checkpoint_that_is_not_safetensors_is_a_typed_error(train, tmp_path):
     (tmp_path / CHECKPOINT_FILE).write_bytes(b"\x80\x04junk" * 10)
     with pytest.raises(CheckpointError, match="torch.save/pickle"):
-        distill(replace(TINY, checkpoint_dir=str(tmp_path), resume=True), train, progress=False, log=_quiet)
+        distill(TINY.replace(checkpoint_dir=str(tmp_path), resume=True), train, progress=False, log=_quiet)
 
 
 def test_a_rerun_after_a_kill_before_the_first_checkpoint_starts_its_metrics_fresh(train, tmp_path):
     MetricsLog(tmp_path / METRICS_FILE).append({"iteration": 1, "outer_loss": 9.9})  # what a killed run left
-    distill(replace(TINY, checkpoint_dir=str(tmp_path)), train, progress=False, log=_quiet)
+    distill(TINY.replace(checkpoint_dir=str(tmp_path)), train, progress=False, log=_quiet)
     assert [r["iteration"] for r in MetricsLog(tmp_path / METRICS_FILE).records()] == [1, 2]
     assert all(r["outer_loss"] != 9.9 for r in MetricsLog(tmp_path / METRICS_FILE).records())
 

@@ -4,7 +4,6 @@ ranks x DataLoader workers, class-balanced real batches, and a streaming distill
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -106,7 +105,7 @@ def test_sampler_gives_class_balanced_batches_of_real_images(shards, subset):
 
 def test_streaming_distillation_run(shards):
     pattern = f"wds:{shards[0].rsplit('-', 1)[0]}-{{000..007}}.tar"
-    config = DistillConfig(source=pattern, streaming=True, stream_buffer_per_class=8,
+    config = DistillConfig.from_flat(source=pattern, streaming=True, stream_buffer_per_class=8,
                            iterations=2, unroll_steps=2, width=8, inner_batch_per_class=2,
                            real_batch_per_class=4, device="cpu", seed=1)
     bank = distill(config, progress=False, log=lambda _: None)
@@ -115,7 +114,7 @@ def test_streaming_distillation_run(shards):
     for k in bank.tensors:
         assert torch.equal(bank.tensors[k], again.tensors[k])  # deterministic per seed
     with pytest.raises(ValueError, match="streaming reads"):
-        replace(config, source="fashion-mnist").validate()
+        config.replace(source="fashion-mnist").validate()
 
 
 def test_hf_streaming_split_by_rank(subset, tmp_path):

@@ -30,7 +30,6 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -136,7 +135,7 @@ def _memory_child(engine: str, steps: int, width: int, per_class: int, device: s
     real = ClassBalancedSampler(data.images, data.labels, data.num_classes)
     x_real, y_real = (t.to(dev) for t in real.batch(64, gen))
     del data, real
-    config = DistillConfig(width=width)
+    config = DistillConfig.from_flat(width=width)
     module, params = fresh_network(config, (1, 28, 28), 10, 0, dev)
     seeds = list(range(steps))
 
@@ -234,15 +233,15 @@ def protocol_table(args: argparse.Namespace) -> list[dict]:
     rows = []
     for ipc in args.ipc:
         for method in args.methods:
-            config = DistillConfig(method=method, budget_ipc=ipc, seed=args.seed,
+            config = DistillConfig.from_flat(method=method, budget_ipc=ipc, seed=args.seed,
                                    n_bases=args.n_bases or N_BASES.get(ipc), device=args.device,
                                    eval_every=args.eval_every, **{
                                        k: v for k, v in settings.items()
                                        if method != "random-real" or k in ("width",)})
             if method == "random-real":
-                config = replace(config, iterations=1)
+                config = config.replace(iterations=1)
             if args.checkpoint_root:
-                config = replace(config, checkpoint_dir=str(
+                config = config.replace(checkpoint_dir=str(
                     Path(args.checkpoint_root) / f"ipc{ipc}-{method}"), resume=args.resume)
             started = time.perf_counter()
             bank = distill(config, train, progress=args.progress, log=lambda s: None)
@@ -281,17 +280,17 @@ def methods_table(args: argparse.Namespace) -> list[dict]:
     rows = []
     for ipc in args.ipc:
         if args.baseline:
-            config = DistillConfig(method="random-real", budget_ipc=ipc, seed=args.seed,
+            config = DistillConfig.from_flat(method="random-real", budget_ipc=ipc, seed=args.seed,
                                    device=args.device, width=METHODS_COMMON["width"])
             rows.append(_methods_row(config, train, test, args))
             for kind in (k for k in args.params if k != "pixels"):  # pixels' init IS random-real
-                config = DistillConfig(parameterization=kind, budget_ipc=ipc, seed=args.seed,
+                config = DistillConfig.from_flat(parameterization=kind, budget_ipc=ipc, seed=args.seed,
                                        n_bases=N_BASES.get(ipc), **METHODS_COMMON)
                 rows.append(_methods_row(config, train, test, args, init_only=True))
         for objective in args.objectives:
             for kind in args.params:
                 for mim in args.mim:
-                    config = DistillConfig(
+                    config = DistillConfig.from_flat(
                         objective=objective, parameterization=kind, budget_ipc=ipc, seed=args.seed,
                         n_bases=N_BASES.get(ipc), device=args.device, mim_weight=mim,
                         mim_temperature=args.mim_temperature,
@@ -303,12 +302,13 @@ def methods_table(args: argparse.Namespace) -> list[dict]:
 def _init_bank(config: DistillConfig, train) -> MemoryBank:
     """The bank of the initialisation alone (no distillation step): what every objective starts
     from with init real (pixels: random real images; memory, lowrank: truncated SVDs of them)."""
-    layout = layout_for_budget(config.kind, config.budget_ipc, train.num_classes, train.image_shape,
-                               n_bases=config.n_bases, downsample=config.downsample, rank=config.rank)
+    layout = layout_for_budget(config.kind, config.parameterization.budget_ipc, train.num_classes, train.image_shape,
+                               n_bases=config.parameterization.n_bases,
+                               downsample=config.parameterization.downsample, rank=config.parameterization.rank)
     synthetic = SyntheticSet(config.kind, train.num_classes, layout.per_class, train.image_shape[1:])
     real = ClassBalancedSampler(train.images, train.labels, train.num_classes)
     theta = init_theta(synthetic, layout, config.resolved_init, real,
-                       torch.Generator().manual_seed(config.seed), train.image_shape)
+                       torch.Generator().manual_seed(config.run.seed), train.image_shape)
     return MemoryBank(**theta, labels=synthetic.hard_labels(), classes=train.classes,
                       image_size=train.image_shape[1:], normalization=train.normalization,
                       recipe=training_recipe(config))
@@ -321,16 +321,16 @@ def _methods_row(config: DistillConfig, train, test, args: argparse.Namespace,
                                                                 log=lambda s: None)
     seconds = time.perf_counter() - started
     result = evaluate_bank(bank, test, networks=args.networks, epochs=args.eval_epochs,
-                           width=config.width, device=args.device, seed=args.seed,
+                           width=config.model.width, device=args.device, seed=args.seed,
                            progress=args.progress)
     if args.out_dir:
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)
         bank.add_evaluation(result)
         name = f"init-{config.kind}" if init_only else config.method_name
-        bank.save(Path(args.out_dir) / f"fmnist-ipc{config.budget_ipc:g}-{name}.safetensors")
+        bank.save(Path(args.out_dir) / f"fmnist-ipc{config.parameterization.budget_ipc:g}-{name}.safetensors")
     objective = "init only" if init_only else "-" if config.method == "random-real" else config.objective
-    row = {"ipc": config.budget_ipc, "objective": objective, "param": config.kind,
-           "mim": config.mim_weight, "examples": len(bank), "floats": bank.storage["floats_stored"],
+    row = {"ipc": config.parameterization.budget_ipc, "objective": objective, "param": config.kind,
+           "mim": config.mim.weight, "examples": len(bank), "floats": bank.storage["floats_stored"],
            "distill_seconds": seconds, "accuracies": result.accuracies, "mean": result.mean,
            "std": result.std}
     print(f"| {row['ipc']:g} | {objective} | {row['param']} | {row['mim']:g} | "

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 settings = dict(_settings(args, str(work / "experts"))[objective])
                 axes = ({"method": "random-real"} if objective == "random-real"
                         else {"parameterization": param, "mim_weight": mim})
-                config = DistillConfig(**axes, budget_ipc=ipc,
+                config = DistillConfig.from_flat(**axes, budget_ipc=ipc,
                                        checkpoint_dir=str(work / f"{objective}-{param}-{ipc}-{mim:g}"),
                                        **settings)
                 t0 = time.perf_counter()

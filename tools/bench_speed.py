@@ -34,7 +34,6 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 CONFIGS = {
@@ -80,12 +79,13 @@ def child(config_name: str, variant: str, iterations: int, threads: int) -> dict
     overrides = dict(overrides)
     if variant == "combined" and native_bfloat16(device):
         overrides["amp"] = True
-    config = replace(DistillConfig(method="rtp", iterations=iterations + 1, **CONFIGS[config_name]),
-                     **overrides).validate()
+    config = DistillConfig.from_flat(method="rtp", iterations=iterations + 1, **CONFIGS[config_name],
+                                     **overrides).validate()
     data = prepare_source(config)
     real = ClassBalancedSampler(data.images, data.labels, data.num_classes)
-    layout = layout_for_budget(config.kind, config.budget_ipc, data.num_classes, data.image_shape,
-                               n_bases=config.n_bases, downsample=config.downsample, rank=config.rank)
+    layout = layout_for_budget(config.kind, config.parameterization.budget_ipc, data.num_classes, data.image_shape,
+                               n_bases=config.parameterization.n_bases,
+                               downsample=config.parameterization.downsample, rank=config.parameterization.rank)
     synthetic = SyntheticSet(config.kind, data.num_classes, layout.per_class, data.image_shape[1:])
     run = DistillRun(config, device, data, real, synthetic, layout)
     state = _initial_state(run, lambda _message: None)
@@ -98,7 +98,7 @@ def child(config_name: str, variant: str, iterations: int, threads: int) -> dict
             cpu.append(time.process_time() - started_cpu)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"wall": statistics.median(wall), "cpu": statistics.median(cpu), "peak_mib": peak_kib / 1024,
-            "allocator": active_allocator(), "amp": config.amp, "layout": layout.describe()}
+            "allocator": active_allocator(), "amp": config.run.amp, "layout": layout.describe()}
 
 
 def measure(config_name: str, variant: str, iterations: int, threads: int) -> dict:

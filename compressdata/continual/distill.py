@@ -113,13 +113,14 @@ def init_task_theta(real: ClassBalancedSampler, per_class: int, frozen: torch.Te
 
 
 def task_downsample(config: DistillConfig, bank: MemoryBank | None) -> int:
-    """ds of a task's new bases: the bank's own (config.downsample, if set, must agree); for a first
-    task config.downsample, else FIRST_TASK_DOWNSAMPLE."""
+    """ds of a task's new bases: the bank's own (config.parameterization.downsample, if set, must agree); for a first
+    task config.parameterization.downsample, else FIRST_TASK_DOWNSAMPLE."""
     if bank is None:
-        return config.downsample or FIRST_TASK_DOWNSAMPLE
+        return config.parameterization.downsample or FIRST_TASK_DOWNSAMPLE
     ds = bank.image_shape[-1] // bank.tensors["bases"].shape[-1]
-    if config.downsample is not None and config.downsample != ds:
-        raise UsageError(f"downsample {config.downsample} does not match the bank's bases, stored at ds={ds}")
+    if config.parameterization.downsample is not None and config.parameterization.downsample != ds:
+        raise UsageError(f"downsample {config.parameterization.downsample} does not match the bank's bases, "
+                         f"stored at ds={ds}")
     return ds
 
 
@@ -138,7 +139,7 @@ def distill_task(config: DistillConfig, data: RealData, classes: list[int], name
     Uses config's network, unroll, batch, learning-rate, downsample and seed settings.
     """
     config.validate()
-    device = resolve_device(config.device)
+    device = resolve_device(config.run.device)
     if bank is not None and bank.kind != "memory":
         raise UsageError(f"continual distillation grows a memory bank, got kind {bank.kind!r}")
     if new_bases < (1 if bank is None else 0):
@@ -163,13 +164,13 @@ def distill_task(config: DistillConfig, data: RealData, classes: list[int], name
     else:
         synthetic = TaskSynthetic("memory", len(classes), per_class, local.image_shape[1:], upsample, frozen)
         run = DistillRun(config, device, local, real, synthetic, layout)
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.run.seed)
     theta = init_task_theta(real, per_class, frozen, new_bases, downsample, generator)
     if finetune_bases and frozen is not None:
         theta = {"bases": torch.cat([frozen.cpu(), theta.pop("new_bases")]), **theta}
     theta = {k: v.to(device) for k, v in theta.items()}
     state = DistillState(0, theta, {k: torch.zeros_like(v) for k, v in theta.items()}, generator.get_state())
-    for _ in tqdm(range(config.iterations), desc=f"distill {name}", disable=not progress, leave=False):
+    for _ in tqdm(range(config.outer.iterations), desc=f"distill {name}", disable=not progress, leave=False):
         state, _metrics = outer_iteration(run, state)
     return _grown(config, local, layout.per_class, state.theta, classes, name, bank, data, device)
 

@@ -92,7 +92,7 @@ class ContinualConfig:
 
     def distill_config(self) -> DistillConfig:
         """The BPTT settings every task is distilled with."""
-        return DistillConfig(method="rtp", downsample=self.downsample, iterations=self.iterations,
+        return DistillConfig.from_flat(method="rtp", downsample=self.downsample, iterations=self.iterations,
                              unroll_steps=self.unroll_steps, inner_batch_per_class=self.inner_batch,
                              real_batch_per_class=self.real_batch, outer_lr=self.outer_lr, width=self.width,
                              seed=self.seed, device=self.device).validate()

@@ -67,13 +67,13 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def prepare_source(config: DistillConfig, data: RealData | None = None) -> RealData:
-    """The real split the run distils, with ZCA whitening fitted on it when config.zca."""
-    data = data if data is not None else load_source(config.source, config.split)
-    if config.zca:
+    """The real split the run distils, with ZCA whitening fitted on it when config.data.zca."""
+    data = data if data is not None else load_source(config.data.source, config.data.split)
+    if config.data.zca:
         if data.normalization.uses_zca:
             raise UsageError("the source already carries ZCA whitening; do not ask for zca again")
         data = data.with_normalization(
-            zca_normalization(data.normalization, data.float_pixels, config.zca_regularization))
+            zca_normalization(data.normalization, data.float_pixels, config.data.zca_regularization))
     return data
 
 
@@ -81,39 +81,40 @@ def distill(config: DistillConfig, data: RealData | None = None, *, progress: bo
             callback: Callback | None = None, log: Callable[[str], None] = print) -> MemoryBank:
     """Run `config` and return the distilled bank.
 
-    data: the real split to distil (default: `load_source(config.source, config.split)`);
+    data: the real split to distil (default: `load_source(config.data.source, config.data.split)`);
     callback(state, metrics): called after every outer iteration; log: where one-line messages go.
-    With config.checkpoint_dir, checkpoints are written every config.checkpoint_every iterations, at
-    the end and on KeyboardInterrupt (then re-raised); config.resume continues from the last one.
+    With config.run.checkpoint_dir, checkpoints are written every config.run.checkpoint_every iterations, at
+    the end and on KeyboardInterrupt (then re-raised); config.run.resume continues from the last one.
     """
     config.validate()
     if not current_world().is_main:  # in a distributed run only rank 0 speaks
         progress, log = False, _silent
-    device = resolve_device(config.device)
-    if config.amp and not native_bfloat16(device):
+    device = resolve_device(config.run.device)
+    if config.run.amp and not native_bfloat16(device):
         log(f"note: bfloat16 autocast on {device} is emulated (no native bf16 support) and slower than float32")
-    if config.streaming:
+    if config.scale.streaming:
         from compressdata.data.streaming import streaming_source
 
         if data is not None:
-            raise UsageError("a streaming run reads config.source itself; do not pass in-memory data")
+            raise UsageError("a streaming run reads config.data.source itself; do not pass in-memory data")
         world = current_world()
-        data, real = streaming_source(config.source, config.split, device, seed=config.seed,
-                                      buffer_per_class=config.stream_buffer_per_class,
-                                      refresh_per_class=config.real_batch_per_class, workers=config.stream_workers,
+        data, real = streaming_source(config.data.source, config.data.split, device, seed=config.run.seed,
+                                      buffer_per_class=config.scale.stream_buffer_per_class,
+                                      refresh_per_class=config.outer.real_batch_per_class,
+                                      workers=config.scale.stream_workers,
                                       rank=world.rank, world_size=world.size)
     else:
         data = prepare_source(config, data)
         real = ClassBalancedSampler(data.images.to(device), data.labels, data.num_classes)
     kind = config.kind
-    layout = layout_for_budget(kind, config.budget_ipc, data.num_classes, data.image_shape,
-                               n_bases=config.n_bases, downsample=config.downsample,
-                               rank=config.rank)
+    layout = layout_for_budget(kind, config.parameterization.budget_ipc, data.num_classes, data.image_shape,
+                               n_bases=config.parameterization.n_bases, downsample=config.parameterization.downsample,
+                               rank=config.parameterization.rank)
     log(f"{config.method_name} on {data.name} ({data.split}, {len(data)} examples), budget IPC "
-        f"{config.budget_ipc:g}: {layout.describe()}; {device}, {torch.get_num_threads()} threads, "
+        f"{config.parameterization.budget_ipc:g}: {layout.describe()}; {device}, {torch.get_num_threads()} threads, "
         f"allocator {active_allocator()}")
     if config.method == "random-real":
-        generator = torch.Generator().manual_seed(config.seed)
+        generator = torch.Generator().manual_seed(config.run.seed)
         images, labels = random_real_subset(real, layout.per_class, generator)
         return _bank(config, data, layout, {"pixels": images}, labels, iterations=0, device=device,
                      recipe=training_recipe(config), label_space="index")
@@ -128,27 +129,27 @@ def distill(config: DistillConfig, data: RealData | None = None, *, progress: bo
 
 def _initial_state(run: DistillRun, log: Callable[[str], None]) -> DistillState:
     config = run.config
-    if config.resume:
-        state, saved_dict = load_checkpoint(config.checkpoint_dir, run.device)
-        saved = _saved_config(saved_dict, config.checkpoint_dir)
+    if config.run.resume:
+        state, saved_dict = load_checkpoint(config.run.checkpoint_dir, run.device)
+        saved = _saved_config(saved_dict, config.run.checkpoint_dir)
         different = config.differences(saved)
         if different:
-            raise UsageError(f"cannot resume from {config.checkpoint_dir}: the checkpoint was made "
+            raise UsageError(f"cannot resume from {config.run.checkpoint_dir}: the checkpoint was made "
                              f"with different {', '.join(different)} (only "
                              f"{', '.join(sorted(config.resumable_changes))} may change)")
-        _check_buffers(config, state, config.checkpoint_dir)
-        expected = _fresh_theta(run, torch.Generator().manual_seed(config.seed))
-        check_resumed_state(state, expected, saved.iterations, config.checkpoint_dir)
-        log(f"resuming from {config.checkpoint_dir} at iteration {state.iteration}")
+        _check_buffers(config, state, config.run.checkpoint_dir)
+        expected = _fresh_theta(run, torch.Generator().manual_seed(config.run.seed))
+        check_resumed_state(state, expected, saved.outer.iterations, config.run.checkpoint_dir)
+        log(f"resuming from {config.run.checkpoint_dir} at iteration {state.iteration}")
         if current_world().is_main:
-            MetricsLog(Path(config.checkpoint_dir) / METRICS_FILE).truncate_after(state.iteration)
+            MetricsLog(Path(config.run.checkpoint_dir) / METRICS_FILE).truncate_after(state.iteration)
         return state
-    if config.checkpoint_dir and (Path(config.checkpoint_dir) / CHECKPOINT_FILE).exists():
-        raise UsageError(f"{config.checkpoint_dir} already holds a checkpoint of a run: continue it "
-                         "with resume (--resume), or use another checkpoint directory")
-    if config.checkpoint_dir and current_world().is_main:  # a run killed before its first checkpoint left these
-        MetricsLog(Path(config.checkpoint_dir) / METRICS_FILE).clear()
-    generator = torch.Generator().manual_seed(config.seed)
+    if config.run.checkpoint_dir and (Path(config.run.checkpoint_dir) / CHECKPOINT_FILE).exists():
+        raise UsageError(f"{config.run.checkpoint_dir} already holds a checkpoint of a run: continue it "
+                         "with resume (--run.resume true), or use another checkpoint directory")
+    if config.run.checkpoint_dir and current_world().is_main:  # a run killed before its first checkpoint left these
+        MetricsLog(Path(config.run.checkpoint_dir) / METRICS_FILE).clear()
+    generator = torch.Generator().manual_seed(config.run.seed)
     theta = {k: v.to(run.device) for k, v in _fresh_theta(run, generator).items()}
     momentum = {k: torch.zeros_like(v) for k, v in theta.items()}
     second = {k: torch.zeros_like(v) for k, v in theta.items()} if config.resolved_optimizer[0] == "adam" else {}
@@ -160,8 +161,8 @@ def _fresh_theta(run: DistillRun, generator: torch.Generator) -> dict[str, torch
     config = run.config
     theta = init_theta(run.synthetic, run.layout, config.resolved_init, run.real, generator,
                        run.data.image_shape)
-    if config.learn_labels:
-        theta["labels"] = init_labels(run.synthetic, config.label_init_scale)
+    if config.parameterization.learn_labels:
+        theta["labels"] = init_labels(run.synthetic, config.parameterization.label_init_scale)
     extra = EXTRA_THETA.get(config.objective)
     if extra is not None:
         theta.update(extra(run))
@@ -192,24 +193,24 @@ def _train(run: DistillRun, state: DistillState, progress: bool, callback: Callb
            log: Callable[[str], None]) -> DistillState:
     config = run.config
     main = current_world().is_main
-    ckpt = Path(config.checkpoint_dir) if config.checkpoint_dir and main else None
+    ckpt = Path(config.run.checkpoint_dir) if config.run.checkpoint_dir and main else None
     metrics_log = MetricsLog(ckpt / METRICS_FILE) if ckpt else None
-    bar = tqdm(total=config.iterations, initial=min(state.iteration, config.iterations),
+    bar = tqdm(total=config.outer.iterations, initial=min(state.iteration, config.outer.iterations),
                disable=not progress, desc=f"distill {config.method_name}", dynamic_ncols=True)
     last_eval: float | None = None
     try:
-        while state.iteration < config.iterations:
+        while state.iteration < config.outer.iterations:
             started = time.perf_counter()
             previous = state
             state, metrics = outer_iteration(run, state)
             _check_finite(run, state, metrics, previous, ckpt)
             metrics["seconds"] = round(time.perf_counter() - started, 4)
-            if main and config.eval_every and state.iteration % config.eval_every == 0:
+            if main and config.run.eval_every and state.iteration % config.run.eval_every == 0:
                 last_eval = _quick_evaluation(run, state)
                 metrics["eval_accuracy"] = last_eval
             if metrics_log:
                 metrics_log.append(metrics)
-            if ckpt and state.iteration % config.checkpoint_every == 0:
+            if ckpt and state.iteration % config.run.checkpoint_every == 0:
                 save_checkpoint(ckpt, state, config.to_dict())
             bar.update(1)
             postfix = {"loss": f"{metrics['outer_loss']:.4f}"}
@@ -223,7 +224,7 @@ def _train(run: DistillRun, state: DistillState, progress: bool, callback: Callb
             save_checkpoint(ckpt, state, config.to_dict())
             what = "interrupted" if isinstance(e, KeyboardInterrupt) else "the other ranks failed"
             log(f"\n{what}: checkpoint of iteration {state.iteration} written to {ckpt}; "
-                "continue with resume (--resume)")
+                "continue with resume (--run.resume true)")
         raise
     finally:
         bar.close()
@@ -241,7 +242,7 @@ def outer_iteration(run: DistillRun, state: DistillState) -> tuple[DistillState,
     result = iteration_objective(run, state.theta, generator)
     base_lr, mu, clip = config.resolved_outer
     optimizer, betas, schedule = config.resolved_optimizer
-    lr = scheduled_lr(base_lr, schedule, state.iteration, config.iterations)
+    lr = scheduled_lr(base_lr, schedule, state.iteration, config.outer.iterations)
     second = state.second_moment
     if optimizer == "adam":
         theta, momentum, second, grad_norm = outer_adam_step(
@@ -272,7 +273,7 @@ def _check_finite(run: DistillRun, state: DistillState, metrics: dict[str, Any],
     raise DivergenceError(
         f"outer iteration {state.iteration} diverged: the {run.config.method_name} loss or tensors became "
         f"NaN/Inf (outer lr {lr:g}, {optimizer}, clip {'none' if math.isinf(clip) else f'{clip:g}'}){where}; "
-        "lower --outer-lr or set --clip-norm")
+        "lower the outer lr (--outer.lr) or set a clip (--outer.clip_norm)")
 
 
 def _silent(_message: str) -> None:
@@ -280,18 +281,18 @@ def _silent(_message: str) -> None:
 
 
 def _quick_evaluation(run: DistillRun, state: DistillState) -> float:
-    """Progress check: mean accuracy on the real test split of config.eval_networks networks of
-    config.eval_epochs epochs trained on the current synthetic set (logged only, never used to
+    """Progress check: mean accuracy on the real test split of config.run.eval_networks networks of
+    config.run.eval_epochs epochs trained on the current synthetic set (logged only, never used to
     pick an iteration)."""
     config = run.config
     if run.test is None:
-        run.test = load_source(config.source, "test").with_normalization(run.data.normalization)
+        run.test = load_source(config.data.source, "test").with_normalization(run.data.normalization)
     with torch.no_grad():
         images = run.synthetic.decode(state.theta).cpu()
     recipe, targets, label_space = bank_targets(run, state.theta)
     result = evaluate_tensors(
-        images, targets, recipe, run.test, label_space=label_space, networks=config.eval_networks,
-        epochs=config.eval_epochs, device=run.device, seed=config.seed, width=config.width,
+        images, targets, recipe, run.test, label_space=label_space, networks=config.run.eval_networks,
+        epochs=config.run.eval_epochs, device=run.device, seed=config.run.seed, width=config.model.width,
         progress=False)
     return result.mean
 
@@ -299,14 +300,14 @@ def _quick_evaluation(run: DistillRun, state: DistillState) -> float:
 def training_recipe(config: DistillConfig) -> TrainingRecipe:
     """How to train on the distilled set: the standard protocol on the distiller's network shape;
     soft labels when learned."""
-    shape = {"convnet": {"width": config.width, "depth": config.depth, "norm": config.norm},
-             "mlp": {"width": config.width, "depth": config.depth}}.get(config.arch, {})
+    shape = {"convnet": {"width": config.model.width, "depth": config.model.depth, "norm": config.model.norm},
+             "mlp": {"width": config.model.width, "depth": config.model.depth}}.get(config.model.arch, {})
     return TrainingRecipe(
-        architecture=config.arch,
+        architecture=config.model.arch,
         **shape,
-        epochs=1000 if config.dsa else 300,
-        augmentation="dsa" if config.dsa else "none",
-        label_loss="soft_cross_entropy" if config.learn_labels else "cross_entropy",
+        epochs=1000 if config.data.dsa else 300,
+        augmentation="dsa" if config.data.dsa else "none",
+        label_loss="soft_cross_entropy" if config.parameterization.learn_labels else "cross_entropy",
     )
 
 
@@ -317,7 +318,7 @@ def bank_targets(run: DistillRun, theta: dict[str, torch.Tensor]
     teacher's soft labels)."""
     config = run.config
     recipe = training_recipe(config)
-    if config.learn_labels:
+    if config.parameterization.learn_labels:
         labels, label_space = theta["labels"].detach(), "logits"
     else:
         labels, label_space = run.synthetic.hard_labels(), "index"
@@ -345,7 +346,7 @@ def _bank(config: DistillConfig, data: RealData, layout: Layout, theta: dict[str
                    "addons": config.addons,
                    "hyperparameters": hyperparameters,
                    "iterations_done": iterations},
-        "budget_ipc": config.budget_ipc,
+        "budget_ipc": config.parameterization.budget_ipc,
         "layout": {"kind": kind, "per_class": layout.per_class, "n_bases": layout.n_bases,
                    "downsample": layout.downsample, "rank": layout.rank, "floats": layout.floats},
         "device": str(device),

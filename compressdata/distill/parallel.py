@@ -23,7 +23,7 @@ def iteration_objective(run: DistillRun, theta: dict[str, torch.Tensor],
     """The iteration's loss, gradients and metrics: the mean over the config's G networks."""
     config = run.config
     world = current_world()
-    n = config.networks_per_iteration
+    n = config.scale.networks_per_iteration
     objective = objective_for(config)
     if n == 1 and world.size == 1:
         return objective(run, theta, generator)
@@ -40,7 +40,7 @@ def local_sum(run: DistillRun, theta: dict[str, torch.Tensor],
               generators: list[torch.Generator]) -> ObjectiveResult:
     """The SUM of the objective over one network per generator, on this process."""
     config = run.config
-    if config.network_batching == "vmap":
+    if config.scale.network_batching == "vmap":
         from compressdata.distill.objectives.bptt_batched import bptt_batched_sum
 
         return bptt_batched_sum(run, theta, generators)

@@ -40,25 +40,25 @@ def fresh_network(config: DistillConfig, image_shape: tuple[int, int, int], num_
     c, h, w = image_shape
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        module = build_model(config.arch, c, num_classes, (h, w), width=config.width,
-                             depth=config.depth, norm=config.norm)
+        module = build_model(config.model.arch, c, num_classes, (h, w), width=config.model.width,
+                             depth=config.model.depth, norm=config.model.norm)
     module = module.to(device).train()
     return module, {k: p.detach() for k, p in module.named_parameters()}
 
 
 def autocast(config: DistillConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast when config.amp (CPU or CUDA), else a no-op context."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=config.amp)
+    """bfloat16 autocast when config.run.amp (CPU or CUDA), else a no-op context."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=config.run.amp)
 
 
 def shared_augment(config: DistillConfig, seed: int) -> Augment | None:
     """DSA with parameters drawn from `seed`, shared by every batch it is applied to within one
     iteration (siamese: real and synthetic batches see the same transformation); None without DSA."""
-    if not config.dsa:
+    if not config.data.dsa:
         return None
     from compressdata.augment import dsa
 
     def augment(x: torch.Tensor, _generator: torch.Generator) -> torch.Tensor:
-        return dsa(x, config.dsa_strategy, seed=seed)
+        return dsa(x, config.data.dsa_strategy, seed=seed)
 
     return augment

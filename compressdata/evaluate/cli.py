@@ -9,10 +9,10 @@ import argparse
 from pathlib import Path
 
 from compressdata.bank.metadata import AUGMENTATIONS, FULL_DATA, RANDOM_REAL, EvaluationResult
-from compressdata.models import ARCHITECTURES as ARCHS
 from compressdata.errors import ConfigError
 from compressdata.evaluate.full_data import DEFAULT_EPOCHS, DEFAULT_NETWORKS, reference_command
 from compressdata.evaluate.protocols import PROTOCOLS, RECIPE, STANDARD
+from compressdata.models import ARCHITECTURES as ARCHS
 from compressdata.runtime.distributed import DEFAULT_TIMEOUT_S, distributed_session
 
 FIXED_PROTOCOLS = tuple(name for name, p in PROTOCOLS.items() if p.recipe is not None)

@@ -1,7 +1,9 @@
 """Distillation objectives, by name. Every objective works with every parameterization: it only
 sees the learnable tensors `theta` and decodes them through `run.synthetic`.
 
-Some objectives also learn extra tensors that are not stored (EXTRA_THETA, e.g. mtt's `syn_lr`) or
+Each objective module registers its name and its option group (a frozen dataclass, e.g. `MTTOptions`)
+with `distill.options`, so `DistillConfig` and the `distill` command line know them. Some objectives also
+learn extra tensors that are not stored (EXTRA_THETA, e.g. mtt's `syn_lr`) or
 decide how the bank is labelled and trained on (FINISHERS, e.g. dwa's teacher soft labels).
 """
 
@@ -18,6 +20,7 @@ from compressdata.distill.objectives.bptt import bptt_objective
 from compressdata.distill.objectives.dm import dm_objective
 from compressdata.distill.objectives.dwa import dwa_finish, dwa_objective
 from compressdata.distill.objectives.gm import gm_objective
+from compressdata.distill.objectives.mim import with_mim
 from compressdata.distill.objectives.mtt import mtt_extra_theta, mtt_finish, mtt_objective
 from compressdata.distill.run import DistillRun
 from compressdata.errors import UsageError
@@ -49,10 +52,8 @@ def get_objective(name: str) -> Objective:
 def objective_for(config: DistillConfig) -> Objective:
     """The config's objective with its add-ons (mim when mim_weight > 0) wrapped around it."""
     objective = get_objective(config.objective)
-    if config.mim_weight > 0:
-        from compressdata.distill.objectives.mim import with_mim
-
-        objective = with_mim(objective, config.mim_weight, config.mim_temperature)
+    if config.mim.enabled:
+        objective = with_mim(objective, config.mim.weight, config.mim.temperature)
     return objective
 
 

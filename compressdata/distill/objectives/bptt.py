@@ -22,8 +22,11 @@ from torch.func import functional_call
 from compressdata.distill.config import DistillConfig
 from compressdata.distill.hypergradient import InnerLossFn, cross_entropy, reverse_hypergradient, step_graph_bytes
 from compressdata.distill.objectives.base import ObjectiveResult, draw_seeds
+from compressdata.distill.options import register_objective
 from compressdata.distill.run import DistillRun, autocast, fresh_network, shared_augment
 from compressdata.distill.synthetic import Augment
+
+register_objective("bptt")
 
 
 @dataclass
@@ -47,12 +50,12 @@ def draw_network(run: DistillRun, generator: torch.Generator) -> NetworkDraw:
     """The random draws of one bptt network, in the order the objective has always made them (the
     truncated unroll's length is drawn last, so full-BPTT runs keep their random streams)."""
     config = run.config
-    seeds = draw_seeds(generator, config.unroll_steps + 3)
+    seeds = draw_seeds(generator, config.inner.unroll_steps + 3)
     net_seed, real_seed, augment_seed, step_seeds = seeds[0], seeds[1], seeds[2], seeds[3:]
     module, params = fresh_network(config, run.data.image_shape, run.data.num_classes,
                                    net_seed, run.device)
     augment = shared_augment(config, augment_seed)
-    x_real, y_real = run.real.batch(config.real_batch_per_class,
+    x_real, y_real = run.real.batch(config.outer.real_batch_per_class,
                                     torch.Generator().manual_seed(real_seed))
     if augment is not None:
         with torch.no_grad():
@@ -62,25 +65,25 @@ def draw_network(run: DistillRun, generator: torch.Generator) -> NetworkDraw:
 
 def unroll_length(config: DistillConfig, generator: torch.Generator) -> int:
     """T, or with a truncation window W a length drawn uniformly from [W, T]."""
-    window = config.bptt_window
+    window = config.inner.bptt_window
     if window is None:
-        return config.unroll_steps
-    return window + int(torch.randint(config.unroll_steps - window + 1, (1,), generator=generator))
+        return config.inner.unroll_steps
+    return window + int(torch.randint(config.inner.unroll_steps - window + 1, (1,), generator=generator))
 
 
 def kept_graphs(run: DistillRun, key: str, module: nn.Module, params: dict[str, torch.Tensor],
                 sample: Callable[[], tuple[torch.Tensor, torch.Tensor]],
                 inner_loss_fn: InnerLossFn = cross_entropy) -> int:
-    """How many inner steps' graphs fit in config.graph_memory_mb: one step's graph, on the batch
+    """How many inner steps' graphs fit in config.inner.graph_memory_mb: one step's graph, on the batch
     `sample()` returns, is measured once per run (`key` names the objective's batch layout)."""
-    budget = run.config.graph_memory_mb * 2**20
+    budget = run.config.inner.graph_memory_mb * 2**20
     if budget <= 0:
         return 0
     key = f"step_graph_bytes/{key}"
     if key not in run.cache:
         with torch.no_grad():
             x, y = sample()
-        amp = torch.bfloat16 if run.config.amp else None
+        amp = torch.bfloat16 if run.config.run.amp else None
         run.cache[key] = step_graph_bytes(module, params, x, y, inner_loss_fn, amp)
     return int(budget // max(run.cache[key], 1))
 
@@ -97,17 +100,17 @@ def bptt_objective(run: DistillRun, theta: dict[str, torch.Tensor],
         return F.cross_entropy(logits.float(), draw.y_real)
 
     def batch_fn(theta_, step, gen):
-        return run.synthetic.minibatch(theta_, config.inner_batch_per_class, gen, draw.augment)
+        return run.synthetic.minibatch(theta_, config.inner.batch_per_class, gen, draw.augment)
 
     def first_batch():
         return batch_fn(theta, 0, torch.Generator().manual_seed(draw.step_seeds[0]))
 
     result = reverse_hypergradient(
         draw.module, draw.params, theta, batch_fn, outer_loss, steps=draw.steps,
-        seeds=draw.step_seeds, lr=config.inner_lr, momentum=config.inner_momentum,
-        amp=torch.bfloat16 if config.amp else None, window=config.bptt_window,
+        seeds=draw.step_seeds, lr=config.inner.lr, momentum=config.inner.momentum,
+        amp=torch.bfloat16 if config.run.amp else None, window=config.inner.bptt_window,
         kept_graphs=kept_graphs(run, "bptt", draw.module, draw.params, first_batch))
     metrics = {"inner_loss": float(result.inner_loss)}
-    if config.bptt_window is not None:
+    if config.inner.bptt_window is not None:
         metrics["unroll_steps"] = draw.steps
     return ObjectiveResult(float(result.loss), result.grads, metrics)

@@ -73,7 +73,7 @@ def bptt_batched_sum(run: DistillRun, theta: dict[str, torch.Tensor],
         return _summed_cross_entropy(logits.float(), y_real)
 
     def batch_fn(theta_, step, _generator):
-        pairs = [run.synthetic.minibatch(theta_, config.inner_batch_per_class,
+        pairs = [run.synthetic.minibatch(theta_, config.inner.batch_per_class,
                                          torch.Generator().manual_seed(int(d.step_seeds[step])),
                                          d.augment) for d in draws]
         return torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs])
@@ -83,9 +83,9 @@ def bptt_batched_sum(run: DistillRun, theta: dict[str, torch.Tensor],
 
     kept = kept_graphs(run, f"bptt_batched/{len(draws)}", module, stacked, first_batch, _summed_cross_entropy)
     result = reverse_hypergradient(
-        module, stacked, theta, batch_fn, outer_loss, steps=config.unroll_steps,
-        seeds=list(range(config.unroll_steps)), lr=config.inner_lr,
-        momentum=config.inner_momentum, inner_loss_fn=_summed_cross_entropy,
-        amp=torch.bfloat16 if config.amp else None, kept_graphs=kept)
+        module, stacked, theta, batch_fn, outer_loss, steps=config.inner.unroll_steps,
+        seeds=list(range(config.inner.unroll_steps)), lr=config.inner.lr,
+        momentum=config.inner.momentum, inner_loss_fn=_summed_cross_entropy,
+        amp=torch.bfloat16 if config.run.amp else None, kept_graphs=kept)
     return ObjectiveResult(float(result.loss), result.grads,
                            {"inner_loss": float(result.inner_loss)})

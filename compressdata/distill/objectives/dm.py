@@ -14,7 +14,10 @@ from torch import nn
 
 from compressdata.distill.objectives.base import ObjectiveResult, draw_seeds
 from compressdata.distill.objectives.grads import class_rows, leaf_copy, theta_grads
+from compressdata.distill.options import register_objective
 from compressdata.distill.run import DistillRun, autocast, fresh_network, shared_augment
+
+register_objective("dm")
 
 
 def mean_embedding_distance(embed: nn.Module | object, x_real: torch.Tensor,
@@ -33,10 +36,10 @@ def dm_objective(run: DistillRun, theta: dict[str, torch.Tensor],
     seeds = draw_seeds(generator, 3 + n_classes)
     module, _ = fresh_network(config, run.data.image_shape, n_classes, seeds[0], run.device)
     module.requires_grad_(False)
-    x_real, y_real = run.real.batch(config.real_batch_per_class,
+    x_real, y_real = run.real.batch(config.outer.real_batch_per_class,
                                     torch.Generator().manual_seed(seeds[1]))
     leaves = leaf_copy(theta)
-    index = run.synthetic.sample_index(config.inner_batch_per_class,
+    index = run.synthetic.sample_index(config.inner.batch_per_class,
                                        torch.Generator().manual_seed(seeds[2])).to(run.device)
     x_syn = run.synthetic.decode(leaves, index)
     y_syn = index // run.synthetic.per_class

@@ -15,8 +15,9 @@ examples (label_space "logits", recipe kl_divergence at `dwa_temperature`).
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,10 +26,63 @@ from torch.func import functional_call
 
 from compressdata.bank.metadata import TrainingRecipe
 from compressdata.distill.objectives.base import ObjectiveResult, draw_seeds
+from compressdata.distill.options import (
+    non_negative_int,
+    non_negative_number,
+    one_of,
+    positive_int,
+    positive_number,
+    register_objective,
+)
 from compressdata.distill.run import DistillRun
 from compressdata.distill.synthetic import init_theta
-from compressdata.distill.teacher import Teacher, load_teacher, save_teacher, train_teacher
-from compressdata.errors import UsageError
+from compressdata.distill.teacher import TEACHER_ARCHS, Teacher, load_teacher, save_teacher, train_teacher
+from compressdata.errors import ConfigError, UsageError
+
+
+@dataclass(frozen=True)
+class DWAOptions:
+    """dwa: diversity-driven synthesis with directed weight adjustment."""
+
+    teacher: str = "train"
+    """a teacher .safetensors file, or 'train' (trained and kept in the checkpoint dir)"""
+    teacher_arch: Literal["convnet", "resnet18_bn"] = "convnet"
+    """teacher to train (convnet with batch norm, or resnet18_bn)"""
+    teacher_width: int = 128
+    """width of the teacher to train"""
+    teacher_epochs: int = 20
+    """epochs of the teacher to train"""
+    r_bn: float = 0.01
+    """weight of the BN-statistics matching"""
+    first_bn_weight: float = 10.0
+    """extra weight of the first BN layer"""
+    steps: int = 12
+    """K weight-adjustment steps per batch"""
+    rho: float = 0.015
+    """total size of the weight adjustment"""
+    jitter: int = 4
+    """random shift in pixels"""
+    temperature: float = 4.0
+    """soft-label temperature of the students"""
+
+    def validate(self, config: Any) -> None:
+        """Every value is checked whatever the objective (a bad one never waits); the rest for dwa runs."""
+        for name in ("teacher_width", "teacher_epochs", "steps"):
+            positive_int(f"dwa_{name}", getattr(self, name))
+        for name in ("rho", "temperature"):
+            positive_number(f"dwa_{name}", getattr(self, name))
+        for name in ("r_bn", "first_bn_weight"):
+            non_negative_number(f"dwa_{name}", getattr(self, name))
+        non_negative_int("dwa_jitter", self.jitter, " (pixels)")
+        one_of("dwa_teacher_arch", self.teacher_arch, TEACHER_ARCHS)
+        if not isinstance(self.teacher, str) or not self.teacher:
+            raise ConfigError(f"dwa_teacher must be 'train' or a teacher file path, got {self.teacher!r}")
+        if config.objective == "dwa" and config.parameterization.learn_labels:
+            raise ConfigError("objective dwa labels the synthetic set with the teacher's soft labels: "
+                              "learn_labels does not apply")
+
+
+register_objective("dwa", DWAOptions)
 
 TEACHER_FILE = "teacher.safetensors"
 Params = dict[str, torch.Tensor]
@@ -84,8 +138,8 @@ def dwa_objective(run: DistillRun, theta: dict[str, torch.Tensor],
     r = run.synthetic.per_class
     seeds = draw_seeds(generator, 2)
     pick = torch.Generator().manual_seed(seeds[0])
-    batches = torch.randperm(r, generator=pick)[:min(config.inner_batch_per_class, r)].tolist()
-    shifts = torch.randint(0, config.dwa_jitter + 1, (len(batches), 2),
+    batches = torch.randperm(r, generator=pick)[:min(config.inner.batch_per_class, r)].tolist()
+    shifts = torch.randint(0, config.dwa.jitter + 1, (len(batches), 2),
                            generator=torch.Generator().manual_seed(seeds[1])).tolist()
     leaves = {k: v.detach().requires_grad_(True) for k, v in theta.items()}
     y = torch.arange(run.data.num_classes, device=run.device)
@@ -96,9 +150,9 @@ def dwa_objective(run: DistillRun, theta: dict[str, torch.Tensor],
         x = run.synthetic.decode(leaves, _batch_index(run, j))
         x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
         logits, bn = bn_matching_forward(teacher.module, {**_adjusted_weights(run, j), **buffers}, x,
-                                         config.dwa_first_bn_weight)
+                                         config.dwa.first_bn_weight)
         ce = F.cross_entropy(logits, y)
-        total = total + ce + config.dwa_r_bn * bn
+        total = total + ce + config.dwa.r_bn * bn
         ce_sum += float(ce.detach())
         bn_sum += float(bn.detach())
     grads = torch.autograd.grad(total, list(leaves.values()), allow_unused=True)
@@ -111,11 +165,11 @@ def dwa_objective(run: DistillRun, theta: dict[str, torch.Tensor],
 def dwa_finish(run: DistillRun, theta: dict[str, torch.Tensor], recipe: TrainingRecipe,
                labels: torch.Tensor, label_space: str) -> tuple[TrainingRecipe, torch.Tensor, str]:
     """Label the final examples with the unperturbed teacher's logits; students learn them by KL
-    divergence at config.dwa_temperature."""
+    divergence at config.dwa.temperature."""
     teacher = _teacher(run)
     with torch.no_grad():
         logits = teacher.module(run.synthetic.decode(theta)).float()
-    recipe = replace(recipe, label_loss="kl_divergence", label_temperature=run.config.dwa_temperature)
+    recipe = replace(recipe, label_loss="kl_divergence", label_temperature=run.config.dwa.temperature)
     return recipe, logits.cpu(), "logits"
 
 
@@ -126,19 +180,19 @@ def _batch_index(run: DistillRun, j: int) -> torch.Tensor:
 
 
 def _teacher(run: DistillRun) -> Teacher:
-    """The run's teacher: loaded from config.dwa_teacher, or trained (and kept in the checkpoint
+    """The run's teacher: loaded from config.dwa.teacher, or trained (and kept in the checkpoint
     directory, so a resumed run uses the same one)."""
     if "dwa_teacher" not in run.cache:
         config = run.config
-        if config.dwa_teacher != "train":
-            teacher = load_teacher(config.dwa_teacher, run.data, run.device)
+        if config.dwa.teacher != "train":
+            teacher = load_teacher(config.dwa.teacher, run.data, run.device)
         else:
-            cached = Path(config.checkpoint_dir) / TEACHER_FILE if config.checkpoint_dir else None
+            cached = Path(config.run.checkpoint_dir) / TEACHER_FILE if config.run.checkpoint_dir else None
             if cached is not None and cached.is_file():
                 teacher = load_teacher(cached, run.data, run.device)
             else:
-                teacher = train_teacher(run.data, config.dwa_teacher_arch, config.dwa_teacher_width,
-                                        config.dwa_teacher_epochs, config.seed, run.device)
+                teacher = train_teacher(run.data, config.dwa.teacher_arch, config.dwa.teacher_width,
+                                        config.dwa.teacher_epochs, config.run.seed, run.device)
                 if cached is not None:
                     save_teacher(teacher, cached)
         for p in teacher.module.parameters():
@@ -153,7 +207,7 @@ def _adjusted_weights(run: DistillRun, j: int) -> Params:
     teacher = _teacher(run)
     if "dwa_initial" not in run.cache:
         initial = init_theta(run.synthetic, run.layout, config.resolved_init, run.real,
-                             torch.Generator().manual_seed(config.seed), run.data.image_shape)
+                             torch.Generator().manual_seed(config.run.seed), run.data.image_shape)
         with torch.no_grad():
             run.cache["dwa_initial"] = run.synthetic.decode({k: v.to(run.device) for k, v in initial.items()})
         run.cache["dwa_adjusted"] = {}
@@ -162,5 +216,5 @@ def _adjusted_weights(run: DistillRun, j: int) -> Params:
         x = run.cache["dwa_initial"][_batch_index(run, j)]
         y = torch.arange(run.data.num_classes, device=run.device)
         adjusted[j] = perturb_weights(teacher.module, teacher.params, teacher.buffers, x, y,
-                                      config.dwa_rho, config.dwa_steps)
+                                      config.dwa.rho, config.dwa.steps)
     return adjusted[j]

@@ -13,6 +13,8 @@ class draws one augmentation shared by its real and synthetic batch (siamese).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +22,33 @@ from torch.func import functional_call
 
 from compressdata.distill.objectives.base import ObjectiveResult, draw_seeds
 from compressdata.distill.objectives.grads import add_grads, class_rows, leaf_copy, theta_grads
+from compressdata.distill.options import positive_int, register_objective
 from compressdata.distill.run import DistillRun, autocast, fresh_network, shared_augment
 from compressdata.errors import UsageError
+
+
+@dataclass(frozen=True)
+class GMOptions:
+    """gm: gradient matching (DC / DSA)."""
+
+    outer_loop: int | None = None
+    """matchings per outer iteration (default: 1 below IPC 10, else 5)"""
+    inner_loop: int | None = None
+    """network SGD steps between matchings (default: 1 below IPC 10, else 10)"""
+
+    def resolved(self, config: Any) -> GMOptions:
+        """The loops actually used: given, else DC's rule scaled to the CPU (budget < 10 images per class:
+        1, 1; else 5, 10 instead of DC's 10, 50)."""
+        outer, inner = (1, 1) if config.parameterization.budget_ipc < 10 else (5, 10)
+        return GMOptions(self.outer_loop or outer, self.inner_loop or inner)
+
+    def validate(self, config: Any) -> None:
+        for name in ("outer_loop", "inner_loop"):
+            if getattr(self, name) is not None:
+                positive_int(f"gm_{name}", getattr(self, name))
+
+
+register_objective("gm", GMOptions)
 
 EPS = 1e-6
 
@@ -48,7 +75,8 @@ def gm_objective(run: DistillRun, theta: dict[str, torch.Tensor],
                  generator: torch.Generator) -> ObjectiveResult:
     """Summed per-class gradient-matching distance over one DC outer-loop round, and its gradients."""
     config = run.config
-    outer_loop, inner_loop = config.resolved_gm_loops
+    gm = config.gm.resolved(config)
+    outer_loop, inner_loop = gm.outer_loop, gm.inner_loop
     n_classes = run.data.num_classes
     per_round = 2 + n_classes + 2 * inner_loop
     seeds = draw_seeds(generator, 1 + outer_loop * per_round)
@@ -70,9 +98,9 @@ def _matching_loss(run: DistillRun, module: torch.nn.Module, params: dict[str, t
                    leaves: dict[str, torch.Tensor], real_seed: int, syn_seed: int,
                    class_seeds: Sequence[int]) -> torch.Tensor:
     config = run.config
-    x_real, y_real = run.real.batch(config.real_batch_per_class,
+    x_real, y_real = run.real.batch(config.outer.real_batch_per_class,
                                     torch.Generator().manual_seed(real_seed))
-    index = run.synthetic.sample_index(config.inner_batch_per_class,
+    index = run.synthetic.sample_index(config.inner.batch_per_class,
                                        torch.Generator().manual_seed(syn_seed)).to(run.device)
     x_syn, t_syn = run.synthetic.decode(leaves, index), run.synthetic.targets(leaves, index)
     y_syn = index // run.synthetic.per_class
@@ -104,13 +132,13 @@ def _train_on_synthetic(run: DistillRun, module: torch.nn.Module, params: dict[s
     detached = {k: v.detach() for k, v in theta.items()}
     for batch_seed, augment_seed in zip(seeds[0::2], seeds[1::2], strict=True):
         with torch.no_grad():
-            x, t = run.synthetic.minibatch(detached, config.inner_batch_per_class,
+            x, t = run.synthetic.minibatch(detached, config.inner.batch_per_class,
                                            torch.Generator().manual_seed(batch_seed),
                                            shared_augment(config, augment_seed))
         w = {k: v.detach().requires_grad_(True) for k, v in params.items()}
         with autocast(config, run.device):
             logits = functional_call(module, w, (x,))
         step = torch.autograd.grad(F.cross_entropy(logits.float(), t), list(w.values()))
-        params = {k: (v - config.inner_lr * g).detach()
+        params = {k: (v - config.inner.lr * g).detach()
                   for (k, v), g in zip(w.items(), step, strict=True)}
     return params

@@ -10,15 +10,39 @@ wraps any objective and adds weight * this loss and its gradients to the objecti
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from compressdata.distill.objectives.base import Objective, ObjectiveResult, draw_seeds
 from compressdata.distill.objectives.grads import add_grads, leaf_copy, theta_grads
+from compressdata.distill.options import non_negative_number, positive_number, register_addon
 from compressdata.distill.run import DistillRun, autocast, fresh_network, shared_augment
 from compressdata.errors import UsageError
 
+
+@dataclass(frozen=True)
+class MIMOptions:
+    """mim: the contrastive mutual-information add-on (MIM4DD), on with a weight > 0."""
+
+    weight: float = 0.0
+    """weight of the MIM contrastive add-on loss (0: off)"""
+    temperature: float = 0.1
+    """temperature of the MIM NCE loss"""
+
+    @property
+    def enabled(self) -> bool:
+        return self.weight > 0
+
+    def validate(self, config: Any) -> None:
+        non_negative_number("mim_weight", self.weight)
+        positive_number("mim_temperature", self.temperature)
+
+
+register_addon("mim", MIMOptions)
 
 def nce_loss(syn: torch.Tensor, real: torch.Tensor, syn_labels: torch.Tensor,
              real_labels: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -55,9 +79,9 @@ def mim_loss(run: DistillRun, leaves: dict[str, torch.Tensor], generator: torch.
     module, _ = fresh_network(config, run.data.image_shape, run.data.num_classes, net_seed,
                               run.device)
     module.requires_grad_(False)
-    x_real, y_real = run.real.batch(config.real_batch_per_class,
+    x_real, y_real = run.real.batch(config.outer.real_batch_per_class,
                                     torch.Generator().manual_seed(real_seed))
-    index = run.synthetic.sample_index(config.inner_batch_per_class,
+    index = run.synthetic.sample_index(config.inner.batch_per_class,
                                        torch.Generator().manual_seed(syn_seed)).to(run.device)
     x_syn = run.synthetic.decode(leaves, index)
     augment = shared_augment(config, augment_seed)
