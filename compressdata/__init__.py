@@ -10,6 +10,14 @@ from compressdata.version import __version__
 # Public names and the modules that define them, imported on first use (PEP 562) so that the
 # command line starts without loading torch for commands that never need it.
 _EXPORTS = {
+    "distill": "compressdata.distiller.loop",
+    "DistillConfig": "compressdata.distiller.config",
+    "evaluate_bank": "compressdata.evaluate.run",
+    "CompressdataError": "compressdata.errors",
+    "ConfigError": "compressdata.errors",
+    "push_to_hub": "compressdata.hub.publish",
+    "to_hf_dataset": "compressdata.serving.export",
+    "export_webdataset": "compressdata.serving.export",
     "BankFormatError": "compressdata.errors",
     "CheckpointError": "compressdata.errors",
     "DecodeMemoryError": "compressdata.errors",
@@ -30,11 +38,24 @@ _EXPORTS = {
 
 if TYPE_CHECKING:
     from compressdata.bank import EvaluationResult, MemoryBank, Normalization, TrainingRecipe
-    from compressdata.errors import BankFormatError, CheckpointError, DecodeMemoryError, DivergenceError, QueryError
+    from compressdata.distiller.config import DistillConfig
+    from compressdata.distiller.loop import distill
+    from compressdata.errors import (
+        BankFormatError,
+        CheckpointError,
+        CompressdataError,
+        ConfigError,
+        DecodeMemoryError,
+        DivergenceError,
+        QueryError,
+    )
+    from compressdata.evaluate.run import evaluate_bank
+    from compressdata.hub.publish import push_to_hub
     from compressdata.interop.errors import InteropError, UnsafeFileError
     from compressdata.interop.export import export_release
     from compressdata.interop.importer import import_bank
     from compressdata.loading import load_memory_bank, save_memory_bank
+    from compressdata.serving.export import export_webdataset, to_hf_dataset
     from compressdata.serving.memory_dataset import MemoryDataset
 
 
@@ -52,6 +73,14 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "CompressdataError",
+    "ConfigError",
+    "DistillConfig",
+    "distill",
+    "evaluate_bank",
+    "export_webdataset",
+    "push_to_hub",
+    "to_hf_dataset",
     "BankFormatError",
     "CheckpointError",
     "DecodeMemoryError",

@@ -84,7 +84,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
     from compressdata.continual.cli import add_continual_commands
-    from compressdata.distill.cli import add_distill_commands
+    from compressdata.distiller.cli import add_distill_commands
     from compressdata.evaluate.cli import add_evaluate_commands
     from compressdata.hub.cli import add_hub_commands
     from compressdata.interop.cli import add_import_command
@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from compressdata.errors import CompressdataError
 
     if argv[:1] == ["distill"]:  # its own parser, generated from the run's option groups
-        from compressdata.distill.cli import main as distill_main
+        from compressdata.distiller.cli import main as distill_main
 
         command, run = "distill", lambda: distill_main(argv[1:])
     else:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from compressdata.distill.hypergradient import (
+from compressdata.distiller.hypergradient import (
     cross_entropy,
     naive_unroll_hypergradient,
     reverse_hypergradient,

@@ -9,11 +9,11 @@ import torch.nn.functional as F
 
 from compressdata.data.sampler import ClassBalancedSampler
 from compressdata.data.sources import load_source
-from compressdata.distill.config import DistillConfig
-from compressdata.distill.loop import distill
-from compressdata.distill.objectives.bptt import bptt_objective
-from compressdata.distill.run import DistillRun
-from compressdata.distill.synthetic import SyntheticSet, init_theta
+from compressdata.distiller.config import DistillConfig
+from compressdata.distiller.loop import distill
+from compressdata.distiller.objectives.bptt import bptt_objective
+from compressdata.distiller.run import DistillRun
+from compressdata.distiller.synthetic import SyntheticSet, init_theta
 from compressdata.params import layout_for_budget
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

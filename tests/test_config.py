@@ -15,10 +15,10 @@ from safetensors.torch import load_file
 
 from compressdata import MemoryBank
 from compressdata.cli import main
-from compressdata.distill import options as options_module
-from compressdata.distill.cli import build_distill_parser, config_from_namespace
-from compressdata.distill.config import DistillConfig
-from compressdata.distill.loop import distill
+from compressdata.distiller import options as options_module
+from compressdata.distiller.cli import build_distill_parser, config_from_namespace
+from compressdata.distiller.config import DistillConfig
+from compressdata.distiller.loop import distill
 from compressdata.errors import ConfigError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "v0_1_0"

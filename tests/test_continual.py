@@ -15,7 +15,7 @@ from compressdata.bank.format import check_bank
 from compressdata.continual.distill import distill_task
 from compressdata.continual.protocols import make_tasks
 from compressdata.continual.runner import ContinualConfig, MethodResult
-from compressdata.distill.config import DistillConfig
+from compressdata.distiller.config import DistillConfig
 from compressdata.summary import describe_bank
 
 ROOT = Path(__file__).resolve().parent.parent

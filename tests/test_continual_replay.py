@@ -11,7 +11,7 @@ from compressdata.continual.protocols import make_tasks
 from compressdata.continual.replay import MixedSampler, old_memories
 from compressdata.continual.runner import ContinualConfig, run_continual
 from compressdata.data.sampler import ClassBalancedSampler
-from compressdata.distill.config import DistillConfig
+from compressdata.distiller.config import DistillConfig
 
 
 @pytest.fixture(scope="module")

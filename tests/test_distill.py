@@ -20,9 +20,9 @@ from compressdata import DivergenceError, load_memory_bank
 from compressdata.bank.memory_bank import MemoryBank
 from compressdata.cli import main
 from compressdata.data.sources import RealData, load_source
-from compressdata.distill.checkpoint import CHECKPOINT_FILE, MetricsLog, load_checkpoint, save_checkpoint
-from compressdata.distill.config import DistillConfig
-from compressdata.distill.loop import distill
+from compressdata.distiller.checkpoint import CHECKPOINT_FILE, MetricsLog, load_checkpoint, save_checkpoint
+from compressdata.distiller.config import DistillConfig
+from compressdata.distiller.loop import distill
 from compressdata.evaluate import evaluate_bank
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -125,8 +125,8 @@ def _kill_and_resume(config: DistillConfig, train: RealData) -> MemoryBank:
     script = (
         "import json, time, torch\n"
         "torch.set_num_threads(1)\n"
-        "from compressdata.distill.config import DistillConfig\n"
-        "from compressdata.distill.loop import distill\n"
+        "from compressdata.distiller.config import DistillConfig\n"
+        "from compressdata.distiller.loop import distill\n"
         f"config = DistillConfig.from_dict(json.loads({json.dumps(json.dumps(config.to_dict()))}))\n"
         "distill(config, progress=False, callback=lambda state, metrics: time.sleep(1))\n"
     )

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from compressdata import load_memory_bank
-from compressdata.distill.checkpoint import CHECKPOINT_FILE, load_checkpoint
-from compressdata.distill.config import DistillConfig
-from compressdata.distill.loop import distill
+from compressdata.distiller.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from compressdata.distiller.config import DistillConfig
+from compressdata.distiller.loop import distill
 from compressdata.runtime.distributed import World
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -13,10 +13,10 @@ from torch import nn
 
 from compressdata import load_memory_bank
 from compressdata.data.sources import load_source
-from compressdata.distill.config import ADAM_OUTER_LR, DistillConfig
-from compressdata.distill.loop import distill
-from compressdata.distill.objectives.dwa import TEACHER_FILE, bn_matching_forward, perturb_weights
-from compressdata.distill.teacher import load_teacher, save_teacher, train_teacher
+from compressdata.distiller.config import ADAM_OUTER_LR, DistillConfig
+from compressdata.distiller.loop import distill
+from compressdata.distiller.objectives.dwa import TEACHER_FILE, bn_matching_forward, perturb_weights
+from compressdata.distiller.teacher import load_teacher, save_teacher, train_teacher
 from compressdata.evaluate import evaluate_bank
 from compressdata.models import build_model
 

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 from compressdata.data.sampler import ClassBalancedSampler
 from compressdata.data.sources import load_source
-from compressdata.distill import memory_init
-from compressdata.distill.config import DistillConfig
-from compressdata.distill.synthetic import SyntheticSet, init_theta, random_real_subset
+from compressdata.distiller import memory_init
+from compressdata.distiller.config import DistillConfig
+from compressdata.distiller.synthetic import SyntheticSet, init_theta, random_real_subset
 from compressdata.params import layout_for_budget
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

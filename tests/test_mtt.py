@@ -20,10 +20,10 @@ from torch import nn
 from compressdata import load_memory_bank
 from compressdata.cli import main
 from compressdata.data.sources import load_source
-from compressdata.distill.config import DistillConfig
-from compressdata.distill.experts import MANIFEST, ExpertConfig, ExpertStore, expert_file, train_experts
-from compressdata.distill.loop import distill
-from compressdata.distill.objectives.mtt import synthetic_steps, trajectory_loss
+from compressdata.distiller.config import DistillConfig
+from compressdata.distiller.experts import MANIFEST, ExpertConfig, ExpertStore, expert_file, train_experts
+from compressdata.distiller.loop import distill
+from compressdata.distiller.objectives.mtt import synthetic_steps, trajectory_loss
 from compressdata.evaluate import evaluate_bank
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")

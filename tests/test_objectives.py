@@ -14,14 +14,14 @@ from compressdata.bank.memory_bank import MemoryBank
 from compressdata.cli import main
 from compressdata.data.sampler import ClassBalancedSampler
 from compressdata.data.sources import load_source
-from compressdata.distill.config import DistillConfig
-from compressdata.distill.loop import distill
-from compressdata.distill.objectives import objective_for
-from compressdata.distill.objectives.dm import dm_objective, mean_embedding_distance
-from compressdata.distill.objectives.gm import gradient_distance
-from compressdata.distill.objectives.mim import nce_loss
-from compressdata.distill.run import DistillRun, fresh_network
-from compressdata.distill.synthetic import SyntheticSet, init_theta, lowrank_factors
+from compressdata.distiller.config import DistillConfig
+from compressdata.distiller.loop import distill
+from compressdata.distiller.objectives import objective_for
+from compressdata.distiller.objectives.dm import dm_objective, mean_embedding_distance
+from compressdata.distiller.objectives.gm import gradient_distance
+from compressdata.distiller.objectives.mim import nce_loss
+from compressdata.distiller.run import DistillRun, fresh_network
+from compressdata.distiller.synthetic import SyntheticSet, init_theta, lowrank_factors
 from compressdata.evaluate import evaluate_bank
 from compressdata.loading import load_memory_bank, save_memory_bank
 from compressdata.params import layout_for_budget

@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from compressdata.distill.checkpoint import DistillState, load_checkpoint, save_checkpoint
-from compressdata.distill.config import ADAM_BETAS, ADAM_OUTER_LR, DistillConfig
-from compressdata.distill.outer import outer_adam_step, outer_sgd_step, scheduled_lr
+from compressdata.distiller.checkpoint import DistillState, load_checkpoint, save_checkpoint
+from compressdata.distiller.config import ADAM_BETAS, ADAM_OUTER_LR, DistillConfig
+from compressdata.distiller.outer import outer_adam_step, outer_sgd_step, scheduled_lr
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -15,8 +15,8 @@ from PIL import Image
 
 from compressdata import MemoryBank, QueryError, load_memory_bank
 from compressdata.bank.query import parse_label_vector
-from compressdata.distill.config import DistillConfig
-from compressdata.distill.loop import distill
+from compressdata.distiller.config import DistillConfig
+from compressdata.distiller.loop import distill
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -14,11 +14,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from compressdata.data.sources import load_source
-from compressdata.distill.checkpoint import CHECKPOINT_FILE, METRICS_FILE, MetricsLog
-from compressdata.distill.config import DistillConfig
-from compressdata.distill.experts import ExpertConfig, ExpertStore, expert_file, train_experts
-from compressdata.distill.loop import distill
-from compressdata.distill.teacher import load_teacher, save_teacher, train_teacher
+from compressdata.distiller.checkpoint import CHECKPOINT_FILE, METRICS_FILE, MetricsLog
+from compressdata.distiller.config import DistillConfig
+from compressdata.distiller.experts import ExpertConfig, ExpertStore, expert_file, train_experts
+from compressdata.distiller.loop import distill
+from compressdata.distiller.teacher import load_teacher, save_teacher, train_teacher
 from compressdata.errors import CheckpointError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -17,8 +17,8 @@ from compressdata.data.streaming import (
     probe,
     read_shard,
 )
-from compressdata.distill.config import DistillConfig
-from compressdata.distill.loop import distill
+from compressdata.distiller.config import DistillConfig
+from compressdata.distiller.loop import distill
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = [pytest.mark.skipif(not FMNIST.is_dir(), reason="needs the local Fashion-MNIST files"),

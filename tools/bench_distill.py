@@ -39,11 +39,11 @@ from torch.func import functional_call
 from compressdata.bank.memory_bank import MemoryBank
 from compressdata.data.sampler import ClassBalancedSampler
 from compressdata.data.sources import load_source
-from compressdata.distill.config import DistillConfig
-from compressdata.distill.hypergradient import naive_unroll_hypergradient, reverse_hypergradient
-from compressdata.distill.loop import distill, training_recipe
-from compressdata.distill.run import fresh_network
-from compressdata.distill.synthetic import SyntheticSet, init_theta
+from compressdata.distiller.config import DistillConfig
+from compressdata.distiller.hypergradient import naive_unroll_hypergradient, reverse_hypergradient
+from compressdata.distiller.loop import distill, training_recipe
+from compressdata.distiller.run import fresh_network
+from compressdata.distiller.synthetic import SyntheticSet, init_theta
 from compressdata.evaluate import evaluate_bank
 from compressdata.params import layout_for_budget
 

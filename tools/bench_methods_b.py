@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from compressdata.data.sources import load_source
-from compressdata.distill.config import DistillConfig
-from compressdata.distill.experts import ExpertConfig, train_experts
-from compressdata.distill.loop import distill
+from compressdata.distiller.config import DistillConfig
+from compressdata.distiller.experts import ExpertConfig, train_experts
+from compressdata.distiller.loop import distill
 from compressdata.evaluate import evaluate_bank
 
 PARAMS = ("pixels", "memory", "lowrank")

@@ -63,10 +63,10 @@ def child(config_name: str, variant: str, iterations: int, threads: int) -> dict
     import torch
 
     from compressdata.data.sampler import ClassBalancedSampler
-    from compressdata.distill.config import DistillConfig
-    from compressdata.distill.loop import _initial_state, outer_iteration, prepare_source
-    from compressdata.distill.run import DistillRun
-    from compressdata.distill.synthetic import SyntheticSet
+    from compressdata.distiller.config import DistillConfig
+    from compressdata.distiller.loop import _initial_state, outer_iteration, prepare_source
+    from compressdata.distiller.run import DistillRun
+    from compressdata.distiller.synthetic import SyntheticSet
     from compressdata.params import layout_for_budget
     from compressdata.runtime.allocator import active_allocator, tune_glibc_malloc
     from compressdata.runtime.precision import native_bfloat16

@@ -384,7 +384,7 @@ def big_header(rng: random.Random, data: bytes) -> bytes:
 def checkpoint_bytes() -> bytes:
     import torch
 
-    from compressdata.distill.checkpoint import DistillState, save_checkpoint
+    from compressdata.distiller.checkpoint import DistillState, save_checkpoint
 
     with tempfile.TemporaryDirectory() as folder:
         state = DistillState(3, {"bases": torch.randn(2, 1, 2, 2), "addresses": torch.randn(4, 2)},
@@ -494,7 +494,7 @@ def _flip_data_byte(rng: random.Random, data: bytes) -> bytes:
 
 
 def _checkpoint_outcome(rng: random.Random, checkpoint: bytes, folder: Path) -> str:
-    from compressdata.distill.checkpoint import CHECKPOINT_FILE, load_checkpoint
+    from compressdata.distiller.checkpoint import CHECKPOINT_FILE, load_checkpoint
     from compressdata.errors import CheckpointError
 
     folder.mkdir()

@@ -19,11 +19,11 @@ from compressdata.bank.memory_bank import MemoryBank
 from compressdata.continual.replay import MixedSampler, old_memories
 from compressdata.data.sampler import BalancedSampler, ClassBalancedSampler
 from compressdata.data.sources import RealData
-from compressdata.distill.checkpoint import DistillState
-from compressdata.distill.config import DistillConfig
-from compressdata.distill.loop import outer_iteration, resolve_device, training_recipe
-from compressdata.distill.run import DistillRun
-from compressdata.distill.synthetic import Augment, SyntheticSet
+from compressdata.distiller.checkpoint import DistillState
+from compressdata.distiller.config import DistillConfig
+from compressdata.distiller.loop import outer_iteration, resolve_device, training_recipe
+from compressdata.distiller.run import DistillRun
+from compressdata.distiller.synthetic import Augment, SyntheticSet
 from compressdata.errors import UsageError
 from compressdata.params import Layout, get_parameterization
 from compressdata.runtime.transfer import to_device

@@ -32,7 +32,7 @@ from compressdata.bank.metadata import TrainingRecipe
 from compressdata.continual.distill import FIRST_TASK_DOWNSAMPLE, distill_task
 from compressdata.continual.protocols import PROTOCOLS, Task, make_tasks
 from compressdata.data.sources import RealData
-from compressdata.distill.config import DistillConfig
+from compressdata.distiller.config import DistillConfig
 from compressdata.errors import ConfigError
 from compressdata.evaluate import test_accuracy, train_network
 from compressdata.files import atomic_write

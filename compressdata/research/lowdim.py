@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from compressdata.distill.hypergradient import reverse_hypergradient
+from compressdata.distiller.hypergradient import reverse_hypergradient
 from compressdata.errors import UsageError
 from compressdata.models import MLP
 

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from compressdata.distill.options import (
+from compressdata.distiller.options import (
     ADDONS,
     GROUPS,
     INITS,

@@ -12,10 +12,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compressdata.distill.objectives.base import ObjectiveResult, draw_seeds
-from compressdata.distill.objectives.grads import class_rows, leaf_copy, theta_grads
-from compressdata.distill.options import register_objective
-from compressdata.distill.run import DistillRun, autocast, fresh_network, shared_augment
+from compressdata.distiller.objectives.base import ObjectiveResult, draw_seeds
+from compressdata.distiller.objectives.grads import class_rows, leaf_copy, theta_grads
+from compressdata.distiller.options import register_objective
+from compressdata.distiller.run import DistillRun, autocast, fresh_network, shared_augment
 
 register_objective("dm")
 

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from compressdata.distill.objectives.base import ObjectiveResult, draw_seeds
-from compressdata.distill.objectives.grads import add_grads, class_rows, leaf_copy, theta_grads
-from compressdata.distill.options import positive_int, register_objective
-from compressdata.distill.run import DistillRun, autocast, fresh_network, shared_augment
+from compressdata.distiller.objectives.base import ObjectiveResult, draw_seeds
+from compressdata.distiller.objectives.grads import add_grads, class_rows, leaf_copy, theta_grads
+from compressdata.distiller.options import positive_int, register_objective
+from compressdata.distiller.run import DistillRun, autocast, fresh_network, shared_augment
 from compressdata.errors import UsageError
 
 

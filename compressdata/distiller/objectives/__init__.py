@@ -15,18 +15,18 @@ from typing import TYPE_CHECKING
 import torch
 
 from compressdata.bank.metadata import TrainingRecipe
-from compressdata.distill.objectives.base import Objective, ObjectiveResult, draw_seeds
-from compressdata.distill.objectives.bptt import bptt_objective
-from compressdata.distill.objectives.dm import dm_objective
-from compressdata.distill.objectives.dwa import dwa_finish, dwa_objective
-from compressdata.distill.objectives.gm import gm_objective
-from compressdata.distill.objectives.mim import with_mim
-from compressdata.distill.objectives.mtt import mtt_extra_theta, mtt_finish, mtt_objective
-from compressdata.distill.run import DistillRun
+from compressdata.distiller.objectives.base import Objective, ObjectiveResult, draw_seeds
+from compressdata.distiller.objectives.bptt import bptt_objective
+from compressdata.distiller.objectives.dm import dm_objective
+from compressdata.distiller.objectives.dwa import dwa_finish, dwa_objective
+from compressdata.distiller.objectives.gm import gm_objective
+from compressdata.distiller.objectives.mim import with_mim
+from compressdata.distiller.objectives.mtt import mtt_extra_theta, mtt_finish, mtt_objective
+from compressdata.distiller.run import DistillRun
 from compressdata.errors import UsageError
 
 if TYPE_CHECKING:
-    from compressdata.distill.config import DistillConfig
+    from compressdata.distiller.config import DistillConfig
 
 OBJECTIVES: dict[str, Objective] = {"bptt": bptt_objective, "dm": dm_objective, "gm": gm_objective,
                                     "mtt": mtt_objective, "dwa": dwa_objective}

@@ -19,12 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from compressdata.distill.config import DistillConfig
-from compressdata.distill.hypergradient import InnerLossFn, cross_entropy, reverse_hypergradient, step_graph_bytes
-from compressdata.distill.objectives.base import ObjectiveResult, draw_seeds
-from compressdata.distill.options import register_objective
-from compressdata.distill.run import DistillRun, autocast, fresh_network, shared_augment
-from compressdata.distill.synthetic import Augment
+from compressdata.distiller.config import DistillConfig
+from compressdata.distiller.hypergradient import InnerLossFn, cross_entropy, reverse_hypergradient, step_graph_bytes
+from compressdata.distiller.objectives.base import ObjectiveResult, draw_seeds
+from compressdata.distiller.options import register_objective
+from compressdata.distiller.run import DistillRun, autocast, fresh_network, shared_augment
+from compressdata.distiller.synthetic import Augment
 
 register_objective("bptt")
 

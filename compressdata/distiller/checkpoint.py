@@ -26,7 +26,7 @@ from compressdata.files import atomic_write
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 METRICS_FILE = "metrics.jsonl"
-FORMAT = "compressdata.distill-checkpoint"
+FORMAT = "compressdata.distiller-checkpoint"
 VERSION = 1
 _KEY = "compressdata.checkpoint"
 

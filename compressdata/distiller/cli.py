@@ -22,9 +22,9 @@ from typing import Any, Literal
 
 from jsonargparse import ArgumentParser, Namespace, set_parsing_settings
 
-from compressdata.distill.config import METHODS, DistillConfig
-from compressdata.distill.experts_cli import add_experts_command
-from compressdata.distill.options import GROUPS, OBJECTIVES, option_groups
+from compressdata.distiller.config import METHODS, DistillConfig
+from compressdata.distiller.experts_cli import add_experts_command
+from compressdata.distiller.options import GROUPS, OBJECTIVES, option_groups
 from compressdata.errors import ConfigError
 from compressdata.runtime.distributed import distributed_session
 
@@ -102,7 +102,7 @@ def _check_out(out: Path, force: bool) -> None:
 
 
 def _distill_and_save(ns: Any, config: DistillConfig, out: Path, main: bool) -> int:
-    from compressdata.distill.loop import distill
+    from compressdata.distiller.loop import distill
     from compressdata.evaluate.ranks import evaluate_bank_over_ranks
     from compressdata.loading import save_memory_bank
 

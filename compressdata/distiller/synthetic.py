@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from compressdata.data.sampler import BalancedSampler
-from compressdata.distill import memory_init
+from compressdata.distiller import memory_init
 from compressdata.errors import UsageError
 from compressdata.params import Layout, get_parameterization
 from compressdata.runtime.transfer import to_device

@@ -28,7 +28,7 @@ from compressdata.bank.format import MAX_HEADER_BYTES, canonical_json
 from compressdata.bank.io import parse_metadata_json, read_regular_file
 from compressdata.data.sources import RealData, load_source
 from compressdata.data.zca import zca_normalization
-from compressdata.distill.checkpoint import read_run_file
+from compressdata.distiller.checkpoint import read_run_file
 from compressdata.errors import BankFormatError, CheckpointError, ConfigError, MissingFileError
 from compressdata.files import atomic_write
 from compressdata.models import build_model

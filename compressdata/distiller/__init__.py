@@ -2,4 +2,4 @@
 
 Importing the package registers every objective and add-on with the configuration (`distill.objectives`)."""
 
-from compressdata.distill import objectives as objectives
+from compressdata.distiller import objectives as objectives

@@ -19,7 +19,7 @@ from torch import nn
 from compressdata.bank.format import canonical_json
 from compressdata.bank.metadata import Normalization, TrainingRecipe
 from compressdata.data.sources import RealData
-from compressdata.distill.checkpoint import read_run_file
+from compressdata.distiller.checkpoint import read_run_file
 from compressdata.errors import CheckpointError, MissingFileError, UsageError
 from compressdata.evaluate import train_network
 from compressdata.files import atomic_write

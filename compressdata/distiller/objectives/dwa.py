@@ -25,8 +25,8 @@ from torch import nn
 from torch.func import functional_call
 
 from compressdata.bank.metadata import TrainingRecipe
-from compressdata.distill.objectives.base import ObjectiveResult, draw_seeds
-from compressdata.distill.options import (
+from compressdata.distiller.objectives.base import ObjectiveResult, draw_seeds
+from compressdata.distiller.options import (
     non_negative_int,
     non_negative_number,
     one_of,
@@ -34,9 +34,9 @@ from compressdata.distill.options import (
     positive_number,
     register_objective,
 )
-from compressdata.distill.run import DistillRun
-from compressdata.distill.synthetic import init_theta
-from compressdata.distill.teacher import TEACHER_ARCHS, Teacher, load_teacher, save_teacher, train_teacher
+from compressdata.distiller.run import DistillRun
+from compressdata.distiller.synthetic import init_theta
+from compressdata.distiller.teacher import TEACHER_ARCHS, Teacher, load_teacher, save_teacher, train_teacher
 from compressdata.errors import ConfigError, UsageError
 
 

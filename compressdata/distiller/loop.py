@@ -27,7 +27,7 @@ from compressdata.bank.metadata import TrainingRecipe
 from compressdata.data.sampler import ClassBalancedSampler
 from compressdata.data.sources import RealData, load_source
 from compressdata.data.zca import zca_normalization
-from compressdata.distill.checkpoint import (
+from compressdata.distiller.checkpoint import (
     CHECKPOINT_FILE,
     METRICS_FILE,
     DistillState,
@@ -36,12 +36,12 @@ from compressdata.distill.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from compressdata.distill.config import DistillConfig
-from compressdata.distill.objectives import EXTRA_THETA, FINISHERS
-from compressdata.distill.outer import outer_adam_step, outer_sgd_step, scheduled_lr
-from compressdata.distill.parallel import iteration_objective
-from compressdata.distill.run import DistillRun
-from compressdata.distill.synthetic import SyntheticSet, init_labels, init_theta, random_real_subset
+from compressdata.distiller.config import DistillConfig
+from compressdata.distiller.objectives import EXTRA_THETA, FINISHERS
+from compressdata.distiller.outer import outer_adam_step, outer_sgd_step, scheduled_lr
+from compressdata.distiller.parallel import iteration_objective
+from compressdata.distiller.run import DistillRun
+from compressdata.distiller.synthetic import SyntheticSet, init_labels, init_theta, random_real_subset
 from compressdata.errors import CheckpointError, DivergenceError, UsageError
 from compressdata.evaluate import evaluate_tensors
 from compressdata.params import Layout, get_parameterization, layout_for_budget

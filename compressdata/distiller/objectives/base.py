@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from compressdata.distill.run import DistillRun
+from compressdata.distiller.run import DistillRun
 
 SEED_BOUND = 2**62
 

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from compressdata.distill.hypergradient import cross_entropy, reverse_hypergradient
-from compressdata.distill.objectives.base import ObjectiveResult
-from compressdata.distill.objectives.bptt import NetworkDraw, draw_network, kept_graphs
-from compressdata.distill.run import DistillRun, autocast
+from compressdata.distiller.hypergradient import cross_entropy, reverse_hypergradient
+from compressdata.distiller.objectives.base import ObjectiveResult
+from compressdata.distiller.objectives.bptt import NetworkDraw, draw_network, kept_graphs
+from compressdata.distiller.run import DistillRun, autocast
 from compressdata.errors import UsageError
 
 

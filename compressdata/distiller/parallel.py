@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from compressdata.distill.objectives import ObjectiveResult, draw_seeds, objective_for
-from compressdata.distill.run import DistillRun
+from compressdata.distiller.objectives import ObjectiveResult, draw_seeds, objective_for
+from compressdata.distiller.run import DistillRun
 from compressdata.errors import UsageError
 from compressdata.runtime.distributed import all_reduce_sum, current_world
 
@@ -41,7 +41,7 @@ def local_sum(run: DistillRun, theta: dict[str, torch.Tensor],
     """The SUM of the objective over one network per generator, on this process."""
     config = run.config
     if config.scale.network_batching == "vmap":
-        from compressdata.distill.objectives.bptt_batched import bptt_batched_sum
+        from compressdata.distiller.objectives.bptt_batched import bptt_batched_sum
 
         return bptt_batched_sum(run, theta, generators)
     objective = objective_for(config)

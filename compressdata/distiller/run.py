@@ -12,8 +12,8 @@ from torch import nn
 
 from compressdata.data.sampler import BalancedSampler
 from compressdata.data.sources import RealData
-from compressdata.distill.config import DistillConfig
-from compressdata.distill.synthetic import Augment, SyntheticSet
+from compressdata.distiller.config import DistillConfig
+from compressdata.distiller.synthetic import Augment, SyntheticSet
 from compressdata.models import build_model
 from compressdata.params import Layout
 

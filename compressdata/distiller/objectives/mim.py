@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compressdata.distill.objectives.base import Objective, ObjectiveResult, draw_seeds
-from compressdata.distill.objectives.grads import add_grads, leaf_copy, theta_grads
-from compressdata.distill.options import non_negative_number, positive_number, register_addon
-from compressdata.distill.run import DistillRun, autocast, fresh_network, shared_augment
+from compressdata.distiller.objectives.base import Objective, ObjectiveResult, draw_seeds
+from compressdata.distiller.objectives.grads import add_grads, leaf_copy, theta_grads
+from compressdata.distiller.options import non_negative_number, positive_number, register_addon
+from compressdata.distiller.run import DistillRun, autocast, fresh_network, shared_augment
 from compressdata.errors import UsageError
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from compressdata.distill.experts import ExpertConfig
+from compressdata.distiller.experts import ExpertConfig
 from compressdata.models import ARCHITECTURES, NORMS
 
 
@@ -39,8 +39,8 @@ def add_experts_command(subparsers: argparse._SubParsersAction) -> None:
 
 def run_experts(args: argparse.Namespace) -> int:
     """`compressdata experts`: train (or continue) and print where the manifest is."""
-    from compressdata.distill.experts import train_experts
-    from compressdata.distill.loop import resolve_device
+    from compressdata.distiller.experts import train_experts
+    from compressdata.distiller.loop import resolve_device
 
     config = ExpertConfig(
         source=args.source, experts=args.experts, epochs=args.epochs, lr=args.lr,

@@ -25,10 +25,10 @@ from torch import nn
 from torch.func import functional_call
 
 from compressdata.bank.metadata import TrainingRecipe
-from compressdata.distill.experts import ExpertStore
-from compressdata.distill.objectives.base import ObjectiveResult, draw_seeds
-from compressdata.distill.options import positive_int, positive_number, register_objective
-from compressdata.distill.run import DistillRun, fresh_network, shared_augment
+from compressdata.distiller.experts import ExpertStore
+from compressdata.distiller.objectives.base import ObjectiveResult, draw_seeds
+from compressdata.distiller.options import positive_int, positive_number, register_objective
+from compressdata.distiller.run import DistillRun, fresh_network, shared_augment
 from compressdata.errors import ConfigError, UsageError
 
 
