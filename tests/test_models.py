@@ -1,4 +1,4 @@
-"""Networks: shapes, the ConvNet-3 layout of REFERENCE section 2, functional_call use."""
+"""Networks: shapes, the ConvNet-3 layout of the DC/DSA/DM/MTT code, functional_call use."""
 
 from __future__ import annotations
 

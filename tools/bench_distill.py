@@ -54,7 +54,7 @@ ENGINES = {"reverse": reverse_hypergradient, "naive": naive_unroll_hypergradient
 # few hundred iterations at 0.1 barely move the data (docs/benchmarks.md has the sweep).
 CPU_PROTOCOL = dict(width=16, unroll_steps=20, iterations=200, inner_batch_per_class=10,
                     real_batch_per_class=32, init="real", outer_lr=30.0, downsample=2)
-# GPU protocol: ConvNet-128, long unrolls, thousands of iterations (REFERENCE section 1).
+# GPU protocol: ConvNet-128, long unrolls, thousands of iterations (the RTP paper, Deng & Russakovsky, NeurIPS 2022).
 FULL_PROTOCOL = dict(width=128, unroll_steps=150, iterations=5000, inner_batch_per_class=32,
                      real_batch_per_class=64, init="random", outer_lr=0.1, downsample=2)
 N_BASES = {1: 16, 10: 64, 50: 64}  # other budgets: None, the library's budget rule

@@ -1,4 +1,4 @@
-"""Low-dimensional structure (REFERENCE section 6): distil a synthetic multi-index task.
+"""Low-dimensional structure (Kinoshita, Nishikawa & Toyoizumi, 2026): distil a synthetic multi-index task.
 
 Data: x ~ N(0, I_d); labels depend on x only through z = U^T x, U a d x r matrix with orthonormal
 columns: y = argmax over the 2r scores [z, -z] (2r balanced classes; r = 1 is the sign of u^T x).

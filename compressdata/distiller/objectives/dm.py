@@ -1,4 +1,4 @@
-"""Objective `dm`: distribution matching (Zhao & Bilen, DM; REFERENCE section 2).
+"""Objective `dm`: distribution matching (DM: Zhao & Bilen, WACV 2023).
 
 Every iteration draws a fresh randomly initialised network (never trained) and embeds a real class
 batch and the synthetic examples of the class with its features before the classifier; the loss is

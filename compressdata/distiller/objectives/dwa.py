@@ -1,5 +1,4 @@
-"""Objective `dwa`: diversity-driven synthesis with directed weight adjustment (Du et al. 2024;
-REFERENCE section 5).
+"""Objective `dwa`: diversity-driven synthesis with directed weight adjustment (Du et al., NeurIPS 2024).
 
 A frozen batch-norm teacher (trained on the real data, or loaded) scores synthetic batches of one
 example per class (batch j = the j-th example of every class). Loss of a batch: cross-entropy +

@@ -1,4 +1,5 @@
-"""Objective `gm`: per-class gradient matching with DSA (DC / DSA, Zhao et al.; REFERENCE section 2).
+"""Objective `gm`: per-class gradient matching with DSA (DC: Zhao, Mopuri & Bilen, ICLR 2021;
+DSA: Zhao & Bilen, ICML 2021).
 
 One outer iteration is one round of DC's outer loop on a fresh network: `gm_outer_loop` times,
 for every class, the network-parameter gradients of the cross-entropy on a real class batch and on

@@ -1,4 +1,4 @@
-"""Add-on `mim`: the contrastive mutual-information loss of MIM4DD (REFERENCE section 4).
+"""Add-on `mim`: the contrastive mutual-information loss of MIM4DD (Shang et al., NeurIPS 2023).
 
 On a fresh random network, the feature maps of every layer (ConvNet: every block's output; other
 networks: the embedding) of a real class-balanced batch and of synthetic examples are flattened and

@@ -1,4 +1,4 @@
-"""Objective `mtt`: matching training trajectories (Cazenavette et al. 2022; REFERENCE section 2).
+"""Objective `mtt`: matching training trajectories (Cazenavette et al., CVPR 2022).
 
 Each iteration picks a random expert and start epoch t, takes N SGD steps (no momentum) on
 synthetic minibatches from the expert's parameters at t with the learned synthetic lr, and
