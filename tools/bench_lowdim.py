@@ -1,6 +1,5 @@
 """Low-dimensional-structure benchmark (Kinoshita, Nishikawa & Toyoizumi, 2026): distilled vs random real
-points at equal
-memory on synthetic multi-index tasks, against the theory's r^2 d + L.
+points at equal memory on synthetic multi-index tasks, against the theory's r^2 d + L.
 
 For each (d, r) and each memory factor f, m = max(2r, ceil(f * (r^2 d + L) / d)) points are stored
 (m*d floats; hard labels not counted). Distilled points (compressdata.research.lowdim.distill_points, BPTT
