@@ -29,8 +29,9 @@ def train_subset():
 
 
 def _run(data, config: DistillConfig) -> tuple[DistillRun, dict[str, torch.Tensor]]:
-    layout = layout_for_budget("memory", config.parameterization.budget_ipc, data.num_classes, data.image_shape,
-                               n_bases=config.parameterization.n_bases, downsample=config.parameterization.downsample)
+    p = config.parameterization
+    layout = layout_for_budget("memory", p.budget_ipc, data.num_classes, data.image_shape, n_bases=p.n_bases,
+                               downsample=p.downsample)
     synthetic = SyntheticSet("memory", data.num_classes, layout.per_class, data.image_shape[1:])
     real = ClassBalancedSampler(data.images, data.labels, data.num_classes)
     theta = init_theta(synthetic, layout, "real", real, torch.Generator().manual_seed(0), data.image_shape)

@@ -197,12 +197,13 @@ def test_banks_carry_recipe_provenance_and_storage(train):
     per_class = (2 * 784 * 10 - 16 * 196) // (16 * 10)
     assert rtp.tensors["addresses"].shape == (10 * per_class, 16)
     assert rtp.recipe.label_loss == "soft_cross_entropy"
-    assert rtp.recipe.network_options() == {"width": TINY.width, "depth": TINY.depth, "norm": TINY.norm}
+    model = TINY.model
+    assert rtp.recipe.network_options() == {"width": model.width, "depth": model.depth, "norm": model.norm}
     assert rtp.storage["floats_stored"] <= 2 * 784 * 10
     prov = rtp.provenance
     assert prov["budget_ipc"] == 2 and prov["method"]["name"] == "rtp"
     hyper = prov["method"]["hyperparameters"]
-    assert hyper["unroll_steps"] == TINY.unroll_steps and hyper["objective"] == "bptt"
+    assert hyper["unroll_steps"] == TINY.inner.unroll_steps and hyper["objective"] == "bptt"
     assert not [k for k in hyper if k.startswith(("mtt_", "dwa_", "gm_", "mim_", "stream_"))], hyper
     assert "checkpoint_dir" not in hyper and "device" not in hyper
     assert prov["source"] == {"dataset": "fashion-mnist", "split": "train", "examples": 60000}

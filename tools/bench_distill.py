@@ -312,7 +312,8 @@ def _init_bank(config: DistillConfig, train) -> MemoryBank:
     layout = layout_for_budget(config.kind, config.parameterization.budget_ipc, train.num_classes,
                                train.image_shape,
                                n_bases=config.parameterization.n_bases,
-                               downsample=config.parameterization.downsample, rank=config.parameterization.rank)
+                               downsample=config.parameterization.downsample,
+                               rank=config.parameterization.rank)
     synthetic = SyntheticSet(config.kind, train.num_classes, layout.per_class, train.image_shape[1:])
     real = ClassBalancedSampler(train.images, train.labels, train.num_classes)
     theta = init_theta(synthetic, layout, config.resolved_init, real,

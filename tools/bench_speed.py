@@ -85,7 +85,8 @@ def child(config_name: str, variant: str, iterations: int, threads: int) -> dict
     real = ClassBalancedSampler(data.images, data.labels, data.num_classes)
     layout = layout_for_budget(config.kind, config.parameterization.budget_ipc, data.num_classes, data.image_shape,
                                n_bases=config.parameterization.n_bases,
-                               downsample=config.parameterization.downsample, rank=config.parameterization.rank)
+                               downsample=config.parameterization.downsample,
+                               rank=config.parameterization.rank)
     synthetic = SyntheticSet(config.kind, data.num_classes, layout.per_class, data.image_shape[1:])
     run = DistillRun(config, device, data, real, synthetic, layout)
     state = _initial_state(run, lambda _message: None)
