@@ -57,7 +57,7 @@ class FileFormatError(CompressdataError, ValueError):
     """A file compressdata reads breaks its format. The message names the file (when there is one)
     and what is wrong: field, expected, got."""
 
-    def __init__(self, problem: str, path: str | None = None):
+    def __init__(self, problem: str = "", path: str | None = None):
         self.problem = problem
         self.path = path
         super().__init__(f"{path}: {problem}" if path else problem)

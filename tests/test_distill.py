@@ -236,8 +236,8 @@ def test_cli_distill_then_evaluate_and_record(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "pixels: 1 examples per class" in printed and "wrote" in printed
     assert main(["evaluate", str(out), "--test", "fashion-mnist", "--networks", "1",
-                 "--epochs", "2", "--model.width", "8", "--augmentation", "dsa", "--lr", "0.03", "--record",
-                 "--progress", "false"]) == 0
+                 "--epochs", "2", "--width", "8", "--augmentation", "dsa", "--lr", "0.03", "--record",
+                 "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "accuracy" in printed and "+-" in printed and "recorded" in printed
     bank = load_memory_bank(out)

@@ -180,7 +180,7 @@ def test_axes_resolve_names_and_outer_defaults():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"objective": "magic"}, "unknown objective 'magic'; expected one of bptt, dm, gm"),
+    ({"objective": "magic"}, "unknown objective 'magic'; expected one of bptt, dm, dwa, gm, mtt"),
     ({"parameterization": "jpeg"}, "unknown parameterization 'jpeg'"),
     ({"method": "pixels", "parameterization": "lowrank"}, "method 'pixels' is pixels + bptt"),
     ({"method": "random-real", "objective": "dm"}, "random-real stores real pixels"),

@@ -26,7 +26,7 @@ from compressdata.files import atomic_write
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 METRICS_FILE = "metrics.jsonl"
-FORMAT = "compressdata.distiller-checkpoint"
+FORMAT = "compressdata.distill-checkpoint"
 VERSION = 1
 _KEY = "compressdata.checkpoint"
 

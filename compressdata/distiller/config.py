@@ -373,7 +373,7 @@ class DistillConfig:
                               f"{self.objective!r}; use 'loop'")
         if scale.network_batching == "vmap" and self.active_addons:
             raise ConfigError("network_batching 'vmap' batches the bptt objective alone and would drop the "
-                              f"add-on(s) {sorted(self.active_addons)}; use 'loop'")
+                              f"{', '.join(self.active_addons)} add-on; use 'loop'")
         non_negative_int("stream_workers", scale.stream_workers)
         if scale.streaming and not self.data.source.startswith(("wds:", "hf:")):
             raise ConfigError(f"streaming reads 'wds:' or 'hf:' sources, got source {self.data.source!r}")
