@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from compressdata import MemoryBank
 from compressdata.cli import main
 from compressdata.distiller import options as options_module
-from compressdata.distiller.cli import build_distill_parser, config_from_namespace
+from compressdata.distiller.cli import build_distill_parser, config_from_namespace, parse_distill_args, run_config
 from compressdata.distiller.config import DistillConfig
 from compressdata.distiller.loop import distill
 from compressdata.errors import ConfigError
@@ -80,6 +80,76 @@ def test_print_config_and_config_round_trip(tmp_path, capsys):
     assert parsed == expected
 
 
+# The first command line of the README of compressdata 0.1.0.
+README_0_1_0 = ("--source fashion-mnist --budget-ipc 1 --method rtp --n-bases 24 --width 16 --unroll-steps 20 "
+                "--iterations 200 --inner-batch 10 --real-batch 32 --init real --inner-lr 0.03 --outer-optimizer adam "
+                "--outer-lr 0.01 --out fmnist-ipc1.safetensors")
+README_DOTTED = ("--data.source fashion-mnist --parameterization.budget_ipc 1 --method rtp "
+                 "--parameterization.n_bases 24 --model.width 16 --inner.unroll_steps 20 --outer.iterations 200 "
+                 "--inner.batch_per_class 10 --outer.real_batch_per_class 32 --parameterization.init real "
+                 "--inner.lr 0.03 --outer.optimizer adam --outer.lr 0.01 --out fmnist-ipc1.safetensors")
+
+
+def _parsed(argv: list[str]):
+    ns = parse_distill_args(argv)
+    return run_config(ns), {k: ns[k] for k in ("force", "checkpoints", "final_eval_networks", "progress")}
+
+
+def test_the_0_1_0_readme_command_line_parses_as_its_dotted_form():
+    short, dotted = _parsed(README_0_1_0.split()), _parsed(README_DOTTED.split())
+    assert short == dotted
+    config = short[0]
+    assert (config.parameterization.n_bases, config.inner.batch_per_class, config.outer.real_batch_per_class,
+            config.outer.optimizer, config.inner.lr, config.run.checkpoint_dir) == (
+        24, 10, 32, "adam", 0.03, "fmnist-ipc1.safetensors.ckpt")
+
+
+def test_every_0_1_0_flag_keeps_its_meaning():
+    """Each flag of compressdata 0.1.0's distill (tests/fixtures/v0_1_0/distill-flags.json: the flat options
+    0.1.0's own parser set for it, and its command options) sets the same options today."""
+    default = DistillConfig().to_dict()
+    cases = json.loads((FIXTURES / "distill-flags.json").read_text())
+    assert len(cases) == 71
+    for case in cases:
+        config, command = _parsed([*case["argv"], "--out", "b.safetensors"])
+        got = json.loads(json.dumps({k: v for k, v in config.to_dict().items() if v != default[k]}))
+        assert (got, command) == (case["config"], case["command"]), case["argv"]
+
+
+@pytest.mark.parametrize(("short", "dotted"), [
+    ("--dsa --amp --learn-labels --streaming --source wds:/d/s.tar --resume --force --no-progress",
+     "--data.dsa true --run.amp true --parameterization.learn_labels true --scale.streaming true "
+     "--data.source wds:/d/s.tar --run.resume true --force true --progress false"),
+    ("--dsa false --no-checkpoints --param lowrank --objective dm --mim-weight 0.5 --outer-betas 0.6 0.95 "
+     "--outer-optimizer adam --budget-ipc=3",
+     "--data.dsa false --checkpoints false --parameterization.kind lowrank --objective dm --mim.weight 0.5 "
+     "--outer.betas [0.6,0.95] --outer.optimizer adam --parameterization.budget_ipc 3"),
+    ("--objective mtt --expert-dir experts --mtt-syn-steps 9 --zca --seed 7 --device cpu",
+     "--objective mtt --mtt.expert_dir experts --mtt.syn_steps 9 --data.zca true --run.seed 7 --run.device cpu"),
+    ("--budget-ipc 2 --data.dsa true --inner-lr 0.02 --outer.iterations 5",  # both spellings in one line
+     "--parameterization.budget_ipc 2 --data.dsa true --inner.lr 0.02 --outer.iterations 5"),
+])
+def test_short_and_dotted_flags_mix_and_agree(short, dotted):
+    out = ["--out", "b.safetensors"]
+    assert _parsed([*short.split(), *out]) == _parsed([*dotted.split(), *out])
+
+
+def test_an_unknown_flag_is_refused_by_name(capsys):
+    for flag in ("--budget-ipcs", "--no-dsa", "--data.budget_ipc"):
+        with pytest.raises(SystemExit) as exit_:
+            parse_distill_args([flag, "3", "--out", "b.safetensors"])
+        assert exit_.value.code == 2
+        assert f"unrecognized arguments: {flag}" in capsys.readouterr().err.lower()
+
+
+def test_help_names_the_short_flags():
+    text = " ".join(build_distill_parser().format_help().split())
+    for expected in ("--budget-ipc 10", "[short: --budget-ipc]", "[short: --dsa, a switch]",
+                     "[short: --no-checkpoints turns it off]", "--param (--parameterization.kind)",
+                     "[short: --inner-batch-per-class; --inner-batch]"):
+        assert expected in text, expected
+
+
 @dataclass(frozen=True)
 class ToyOptions:
     """toy: an objective's options, for the test."""
@@ -97,9 +167,11 @@ def test_adding_an_option_is_one_edit():
     options_module.register_objective("toy", ToyOptions)
     try:
         parser = build_distill_parser()
-        assert "the toy objective's weight (type: float, default: 0.5)" in " ".join(parser.format_help().split())
+        help_text = " ".join(parser.format_help().split())
+        assert "the toy objective's weight [short: --toy-alpha] (type: float, default: 0.5)" in help_text
         config = config_from_namespace(parser.parse_args(["--out", "x", "--toy.alpha", "2"]))
         assert config.toy.alpha == 2.0 and config.to_dict()["toy_alpha"] == 2.0
+        assert config_from_namespace(parse_distill_args(["--out", "x", "--toy-alpha", "2"], parser)) == config
         assert DistillConfig.from_dict(config.to_dict()) == config
         with pytest.raises(ConfigError, match="toy_alpha must be a positive number"):
             config.replace(toy_alpha=-1.0).validate()

@@ -7,6 +7,9 @@ from a file and `--print_config` writes the complete configuration as that file;
 jsonargparse was chosen over tyro and hand-written argparse because it reads nested dataclasses with
 their attribute docstrings, gives config files and `--print_config` for free, and is the parser
 LightningCLI is built on, so the command behaves the way users of that ecosystem expect.
+The short flags every earlier version took (`--budget-ipc 10`, `--dsa`, `--no-checkpoints`: each
+option's flat name with dashes) keep working: `distill.short_flags` rewrites them into the dotted form
+before jsonargparse parses, from a table generated from the same groups.
 
 `add_distill_commands(subparsers)` registers `distill` (a stub listed in `compressdata --help` that
 hands its arguments to `main`) and `experts` on the main parser (`compressdata.cli`).
@@ -25,17 +28,30 @@ from jsonargparse import ArgumentParser, Namespace, set_parsing_settings
 from compressdata.distiller.config import METHODS, DistillConfig
 from compressdata.distiller.experts_cli import add_experts_command
 from compressdata.distiller.options import GROUPS, OBJECTIVES, option_groups
+from compressdata.distiller.short_flags import RENAMED, ShortFlag, expand_short_flags, short_flags, short_help
 from compressdata.errors import ConfigError
 from compressdata.runtime.distributed import distributed_session
 
 DESCRIPTION = (
     "Distil a labelled dataset into a bank file. Three axes combine freely: the parameterization "
-    "(--parameterization.kind pixels | memory | lowrank; memory = addressable memories, K shared bases "
-    "and one address row per example), the objective (--objective bptt | dm | gm | mtt | dwa) and add-ons "
-    "(--mim.weight). --method is a preset: rtp = memory + bptt (addressable memories, the default), "
-    "pixels = pixels + bptt, random-real = a random real subset. Every parameterization spends the same "
-    "storage for the same --parameterization.budget_ipc. Booleans take a value (--data.dsa true). "
+    "(--param pixels | memory | lowrank; memory = addressable memories, K shared bases and one address row "
+    "per example), the objective (--objective bptt | dm | gm | mtt | dwa) and add-ons (--mim-weight). "
+    "--method is a preset: rtp = memory + bptt (addressable memories, the default), pixels = pixels + bptt, "
+    "random-real = a random real subset. Every parameterization spends the same storage for the same "
+    "--budget-ipc. Each option has two spellings: its short flag, the option's flat name with dashes as "
+    "earlier versions and a bank's provenance spell it (--budget-ipc 10, --inner-lr 0.03, --outer-betas "
+    "0.5 0.9; booleans are switches: --dsa, --resume, --force, and --no-checkpoints, --no-progress turn "
+    "the defaults off), and the grouped flag listed below (--parameterization.budget_ipc 10; booleans take "
+    "a value: --data.dsa true), whose help names its short flag. Short flags with another name: "
+    f"{', '.join(f'{k} (--{v})' for k, v in RENAMED.items())}. "
     "--print_config writes every option as YAML; --config FILE reads it back.")
+# The command's own options (not part of the run's configuration): name -> (type, default, help).
+COMMAND_OPTIONS: dict[str, tuple[type, Any, str]] = {
+    "force": (bool, False, "overwrite --out if it exists"),
+    "checkpoints": (bool, True, "write checkpoints (to --checkpoint-dir, else OUT.ckpt)"),
+    "final_eval_networks": (int, 0, "evaluate the result with N fresh networks (its recipe) and record it in the bank"),
+    "progress": (bool, True, "show a progress bar"),
+}
 
 
 def build_distill_parser() -> ArgumentParser:
@@ -44,19 +60,32 @@ def build_distill_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="compressdata distill", description=DESCRIPTION, default_env=False)
     parser.add_argument("--config", action="config", help="a YAML file of options, as --print_config writes it")
     parser.add_argument("--out", "-o", type=str, required=True, help="bank file to write (.safetensors)")
-    parser.add_argument("--force", type=bool, default=False, help="overwrite --out if it exists")
     parser.add_argument("--method", type=Literal[METHODS], default="rtp",  # type: ignore[valid-type]
                         help="preset of parameterization + objective")
     parser.add_argument("--objective", type=Literal[tuple(OBJECTIVES)], default="bptt",  # type: ignore[valid-type]
                         help="the loss whose gradient moves the synthetic tensors")
-    parser.add_argument("--checkpoints", type=bool, default=True,
-                        help="write checkpoints (to --run.checkpoint_dir, else OUT.ckpt)")
-    parser.add_argument("--final_eval_networks", type=int, default=0,
-                        help="evaluate the result with N fresh networks (its recipe) and record it in the bank")
-    parser.add_argument("--progress", type=bool, default=True, help="show a progress bar")
+    for name, (kind, default, text) in COMMAND_OPTIONS.items():
+        parser.add_argument(f"--{name}", type=kind, default=default, help=text)
     for group, cls in option_groups().items():
         parser.add_class_arguments(cls, group)
+    shorts = short_help(distill_short_flags())
+    for action in parser._actions:
+        if action.dest in shorts and action.help:
+            action.help = f"{action.help} [{shorts[action.dest]}]"
     return parser
+
+
+def distill_short_flags() -> dict[str, ShortFlag]:
+    """The short flags of `distill` (`distill.short_flags`): the groups' flat names and the command's options."""
+    return short_flags({name: kind for name, (kind, _, _) in COMMAND_OPTIONS.items()})
+
+
+def parse_distill_args(argv: Sequence[str], parser: ArgumentParser | None = None) -> Namespace:
+    """Parse a `distill` command line: short flags and `--print-config` are rewritten into the generated
+    parser's dotted form first (exit 2 with a message on a bad or unknown flag)."""
+    argv = ["--print_config" if a == "--print-config" else a for a in argv]
+    parser = parser or build_distill_parser()
+    return parser.parse_args(expand_short_flags(argv, distill_short_flags()))
 
 
 def config_from_namespace(ns: Namespace) -> DistillConfig:
@@ -68,17 +97,22 @@ def config_from_namespace(ns: Namespace) -> DistillConfig:
                          objective_options={g: v for g, v in groups.items() if g not in GROUPS})
 
 
+def run_config(ns: Namespace) -> DistillConfig:
+    """The validated configuration of a parsed command line, checkpoints in OUT.ckpt unless
+    --run.checkpoint_dir names a folder or --checkpoints false turns them off."""
+    if ns.final_eval_networks < 0:
+        raise ConfigError(f"--final-eval-networks must be >= 0, got {ns.final_eval_networks}")
+    config = config_from_namespace(ns)
+    checkpoint_dir = (config.run.checkpoint_dir or f"{ns.out}.ckpt") if ns.checkpoints else None
+    return config.replace(checkpoint_dir=checkpoint_dir).validate()
+
+
 def main(argv: Sequence[str]) -> int:
     """`compressdata distill ARGS`: parse (exit 2 with a message on bad flags) and run."""
-    argv = ["--print_config" if a == "--print-config" else a for a in argv]
-    ns = build_distill_parser().parse_args(list(argv))
+    ns = parse_distill_args(argv)
     out = Path(ns.out)
     _check_out(out, ns.force)
-    if ns.final_eval_networks < 0:
-        raise ConfigError(f"--final_eval_networks must be >= 0, got {ns.final_eval_networks}")
-    config = config_from_namespace(ns)
-    checkpoint_dir = (config.run.checkpoint_dir or f"{out}.ckpt") if ns.checkpoints else None
-    config = config.replace(checkpoint_dir=checkpoint_dir).validate()
+    config = run_config(ns)
     with distributed_session(config.run.device, config.scale.collective_timeout) as world:
         return _distill_and_save(ns, config, out, world.is_main)
 
@@ -98,7 +132,7 @@ def _check_out(out: Path, force: bool) -> None:
     if not out.parent.is_dir():
         raise ConfigError(f"--out {out}: the directory {out.parent} does not exist")
     if out.exists() and not force:
-        raise ConfigError(f"--out {out} exists; pass --force true to overwrite it")
+        raise ConfigError(f"--out {out} exists; pass --force to overwrite it")
 
 
 def _distill_and_save(ns: Any, config: DistillConfig, out: Path, main: bool) -> int:
