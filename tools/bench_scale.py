@@ -39,13 +39,12 @@ def run(processes: int, batching: str, args: argparse.Namespace, work: Path) -> 
     """Seconds per outer iteration of one run (a fresh checkpoint directory)."""
     out = work / f"p{processes}-{batching}.safetensors"
     # K=16 at ds=2, the layout docs/scaling.md measured (the library's IPC 1 default is K=20)
-    distill = ["distill", "--parameterization.n_bases", "16", "--parameterization.downsample", "2",
-               "--outer.iterations", str(args.iterations), "--inner.unroll_steps", str(args.unroll),
-               "--model.width", str(args.width), "--inner.batch_per_class", str(args.inner_batch),
-               "--outer.real_batch_per_class", str(args.real_batch),
-               "--scale.networks_per_iteration", str(args.networks),
-               "--scale.network_batching", batching, "--run.device", args.device, "--progress", "false",
-               "--run.checkpoint_every", str(args.iterations), "--out", str(out)]
+    distill = ["distill", "--n-bases", "16", "--downsample", "2",
+               "--iterations", str(args.iterations), "--unroll-steps", str(args.unroll),
+               "--width", str(args.width), "--inner-batch", str(args.inner_batch),
+               "--real-batch", str(args.real_batch), "--networks-per-iteration", str(args.networks),
+               "--network-batching", batching, "--device", args.device, "--no-progress",
+               "--checkpoint-every", str(args.iterations), "--out", str(out)]
     if processes == 1:
         cmd = [sys.executable, "-m", "compressdata", *distill]
     else:
