@@ -15,10 +15,15 @@ EXPORT_FORMATS = ("webdataset", "hf", "png", "ddranking", "mtt")
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from compressdata.loading import load_memory_bank
-    from compressdata.summary import describe_bank
+    from compressdata.loading import is_local, load_memory_bank
+    from compressdata.summary import describe_bank, describe_bank_header
 
-    print(describe_bank(load_memory_bank(args.bank)))
+    if is_local(args.bank):  # the header alone: no tensor is read or hashed
+        from compressdata.bank.io import read_bank_header
+
+        print(describe_bank_header(read_bank_header(args.bank)))
+    else:
+        print(describe_bank(load_memory_bank(args.bank)))
     return 0
 
 
@@ -92,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="compressdata", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("inspect", help="print a bank's kind, shapes, classes, storage, recipe, provenance")
+    p = sub.add_parser("inspect", help="print a bank's kind, shapes, classes, storage, recipe, provenance "
+                       "(a local file: from its header alone; validate checks the tensors)")
     p.add_argument("bank", help="bank file or Hub id")
     p.set_defaults(func=_cmd_inspect)
 

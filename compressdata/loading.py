@@ -26,9 +26,17 @@ def load_memory_bank(
     otherwise the name is a Hub repo id, downloaded through the huggingface_hub cache and
     checked against the bank's content checksum.
     """
-    from compressdata.hub.load import is_hub_id, load_hub_bank
+    from compressdata.hub.load import load_hub_bank
 
-    if isinstance(name_or_path, Path) or not is_hub_id(str(name_or_path)):
+    if is_local(name_or_path):
         return MemoryBank.from_file(name_or_path)
     return load_hub_bank(str(name_or_path), config=config, revision=revision,
                          cache_dir=cache_dir, token=token)
+
+
+def is_local(name_or_path: str | os.PathLike) -> bool:
+    """Whether `load_memory_bank` reads `name_or_path` as a local file (a Path, an existing file, or
+    anything that looks like a path) rather than a Hub repo id."""
+    from compressdata.hub.load import is_hub_id
+
+    return isinstance(name_or_path, Path) or not is_hub_id(str(name_or_path))

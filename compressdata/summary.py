@@ -1,56 +1,108 @@
-"""Human-readable summaries of a bank, for `compressdata inspect` and logs."""
+"""Human-readable summaries of a bank, for `compressdata inspect` and logs.
+
+`describe_bank` describes a bank in memory; `describe_bank_header` a file from its header alone
+(what `compressdata inspect` prints without reading the tensors: no examples per class, and the
+checksum as recorded, verified by `compressdata validate` and every load).
+"""
 
 from __future__ import annotations
 
-from compressdata.bank.memory_bank import MemoryBank, decode_limit, format_bytes
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from compressdata.bank.format import OPTIONAL_TENSORS, TASKS_SINCE, check_tasks, version_tuple
+from compressdata.bank.io import BankHeader
+from compressdata.bank.memory_bank import MemoryBank, decode_limit, decode_memory, format_bytes
+from compressdata.bank.metadata import EvaluationResult, Normalization, TrainingRecipe
+from compressdata.errors import BankFormatError
+from compressdata.params import PARAMETERIZATIONS
+from compressdata.params.base import DecodeMemory
 from compressdata.safe_text import terminal_text
 
 
 def describe_decode_memory(bank: MemoryBank) -> str:
     """One line: the working memory a decode needs (spec 4.7) and the largest batch within the limit."""
-    memory = bank.decode_memory(pixels=True)
-    limit = decode_limit()
-    batch = min(memory.max_batch(limit), len(bank))
-    fits = f"batches of up to {batch} examples" if batch else "not even one example"
-    return (f"{format_bytes(memory.prepared)} once + {format_bytes(memory.per_example)} per example "
-            f"(decode_pixels); within the {format_bytes(limit)} limit: {fits}")
+    return _decode_memory_line(bank.decode_memory(pixels=True), len(bank))
 
 
 def describe_bank(bank: MemoryBank) -> str:
-    """A multi-line report: kind, shapes, classes, storage, recipe, provenance, evaluations. Text from
-    the file is shown with control characters escaped (`compressdata.safe_text.terminal_text`)."""
-    storage = bank.storage
-    c, h, w = bank.image_shape
+    """A multi-line report: kind, shapes, classes with their examples, storage, recipe, provenance,
+    checksum, tasks, evaluations. Text from the file is shown with control characters escaped
+    (`compressdata.safe_text.terminal_text`)."""
+    counts = bank.hard_labels().bincount(minlength=bank.num_classes).tolist()
+    return _describe(bank.metadata(), bank.all_tensors(), counts, bank.checksum())
+
+
+def describe_bank_header(header: BankHeader) -> str:
+    """`describe_bank` of a file from its checked header alone: the classes without their examples, the
+    checksum as recorded (not verified)."""
+    recorded = f"{header.meta['checksum']['value']} (as recorded; compressdata validate verifies it)"
+    return _describe(header.meta, header.tensors, None, recorded)
+
+
+def _describe(meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], class_counts: list[int] | None,
+              checksum: str) -> str:
+    kind, storage, classes = meta["kind"], meta["storage"], meta["classes"]
+    c, h, w = meta["image_shape"]
+    order = [*PARAMETERIZATIONS[kind].tensor_names, *OPTIONAL_TENSORS]
+    normalization = Normalization.from_dict(meta["normalization"], dict(tensors))
+    zca = meta["normalization"].get("zca") is not None
+    recipe = TrainingRecipe.from_dict(meta.get("recipe", {}))
+    shapes = {name: tuple(tensors[name].shape) for name in PARAMETERIZATIONS[kind].tensor_names}
+    memory = decode_memory(kind, shapes, (c, h, w), zca, pixels=True)
     lines = [
-        f"kind:          {bank.kind}",
-        f"examples:      {len(bank)} of shape [{c}, {h}, {w}] ({bank.label_space} labels)",
-        "tensors:       " + ", ".join(
-            f"{name} {list(t.shape)} {str(t.dtype).removeprefix('torch.')}" for name, t in bank.all_tensors().items()
-        ),
+        f"kind:          {kind}",
+        f"examples:      {storage['examples']} of shape [{c}, {h}, {w}] ({meta['label_space']} labels)",
+        "tensors:       " + ", ".join(f"{name} {list(tensors[name].shape)} "
+                                      f"{str(tensors[name].dtype).removeprefix('torch.')}"
+                                      for name in order if name in tensors),
     ]
-    if bank.kind == "memory":
-        lines.append(f"upsample:      {bank.upsample}")
-    per_class = bank.hard_labels().bincount(minlength=bank.num_classes).tolist()
-    counts = ", ".join(f"{name} ({k})" for name, k in zip(bank.classes, per_class, strict=True))
+    if kind == "memory":
+        lines.append(f"upsample:      {meta['upsample']}")
+    names = classes if class_counts is None else [f"{n} ({k})" for n, k in zip(classes, class_counts, strict=True)]
     lines += [
-        f"classes ({bank.num_classes}): {counts}",
+        f"classes ({len(classes)}): {', '.join(names)}",
         f"storage:       {storage['floats_stored']} floats = {storage['ipc_equivalent']:g} images per class "
         f"(+ {storage['label_values']} label values)",
-        f"normalization: mean {bank.normalization.mean}, std {bank.normalization.std}"
-        + (f", ZCA (reg {bank.normalization.zca_regularization})" if bank.normalization.uses_zca else ""),
-        "recipe:        " + ", ".join(f"{k}={v}" for k, v in bank.recipe.to_dict().items()),
-        "provenance:    " + (", ".join(f"{k}={v}" for k, v in sorted(bank.provenance.items())) or "(none)"),
-        f"decode memory: {describe_decode_memory(bank)}",
-        f"checksum:      {bank.checksum()}",
+        f"normalization: mean {normalization.mean}, std {normalization.std}"
+        + (f", ZCA (reg {normalization.zca_regularization})" if zca else ""),
+        "recipe:        " + ", ".join(f"{k}={v}" for k, v in recipe.to_dict().items()),
+        "provenance:    " + (", ".join(f"{k}={v}" for k, v in sorted(meta.get("provenance", {}).items())) or "(none)"),
+        f"decode memory: {_decode_memory_line(memory, storage['examples'])}",
+        f"checksum:      {checksum}",
     ]
-    for task in bank.tasks or []:
+    for task in _tasks(meta, tensors):
         added = f", bases {task['bases'][0]}..{task['bases'][1] - 1}" if "bases" in task else ""
         if "bases" in task and task["bases"][0] == task["bases"][1]:
             added = ", no new bases"
-        names = ", ".join(bank.classes[c] for c in task["classes"])
-        lines.append(f"task {task['name']}: rows {task['rows'][0]}..{task['rows'][1] - 1}{added} ({names})")
-    if bank.evaluations:
-        lines += ["evaluations:"] + [f"  {line}" for e in bank.evaluations for line in e.summary().splitlines()]
+        task_classes = ", ".join(classes[i] for i in task["classes"])
+        lines.append(f"task {task['name']}: rows {task['rows'][0]}..{task['rows'][1] - 1}{added} ({task_classes})")
+    evaluations = [EvaluationResult.from_dict(e) for e in meta.get("evaluations", [])]
+    if evaluations:
+        lines += ["evaluations:"] + [f"  {line}" for e in evaluations for line in e.summary().splitlines()]
     else:
         lines.append("evaluations:   (none recorded)")
     return "\n".join(terminal_text(line) for line in lines)
+
+
+def _tasks(meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> list[dict[str, Any]]:
+    """The tasks to show: a 1.1 bank's (checked), a 1.0 file's when they mean what 1.1 defines (as far as
+    a header tells: its rows' labels are not read)."""
+    tasks = meta.get("tasks")
+    if tasks is None or version_tuple(meta["format_version"]) >= TASKS_SINCE:
+        return tasks or []
+    try:
+        check_tasks(tasks, meta["kind"], tensors, meta["label_space"], len(meta["classes"]), values=False)
+    except BankFormatError:
+        return []
+    return tasks
+
+
+def _decode_memory_line(memory: DecodeMemory, examples: int) -> str:
+    limit = decode_limit()
+    batch = min(memory.max_batch(limit), examples)
+    fits = f"batches of up to {batch} examples" if batch else "not even one example"
+    return (f"{format_bytes(memory.prepared)} once + {format_bytes(memory.per_example)} per example "
+            f"(decode_pixels); within the {format_bytes(limit)} limit: {fits}")

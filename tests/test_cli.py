@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from compressdata import EvaluationResult, MemoryBank, Normalization, save_memory_bank
+from compressdata import EvaluationResult, MemoryBank, Normalization, load_memory_bank, save_memory_bank
 from compressdata.cli import main
+from compressdata.summary import describe_bank
 
 
 @pytest.fixture()
@@ -34,9 +35,26 @@ def bank_path(tmp_path):
 def test_inspect_prints_every_section(bank_path, capsys):
     assert main(["inspect", str(bank_path)]) == 0
     out = capsys.readouterr().out
-    for expected in ("kind:          memory", "[1, 28, 28]", "shirt (10)", "floats", "recipe:", "lr=0.01",
-                     "source=", "82.00 +- 1.00 %", "upsample:      bilinear"):
+    for expected in ("kind:          memory", "[1, 28, 28]", "classes (3): shirt, boot, bag", "floats", "recipe:",
+                     "lr=0.01", "source=", "82.00 +- 1.00 %", "upsample:      bilinear", "decode memory:",
+                     "(as recorded; compressdata validate verifies it)"):
         assert expected in out, expected
+    bank = load_memory_bank(bank_path)  # the report of the loaded bank, but for the examples per class
+    recorded = f"{bank.checksum()} (as recorded; compressdata validate verifies it)"
+    assert out == describe_bank(bank).replace(" (10)", "").replace(bank.checksum(), recorded) + "\n"
+
+
+def test_inspect_reads_the_header_alone(bank_path, tmp_path, capsys):
+    """A file whose tensor bytes were changed after writing: inspect (header only) describes it with
+    its recorded checksum; validate, which reads and hashes the tensors, refuses it."""
+    data = bytearray(bank_path.read_bytes())
+    data[-4:] = b"\x00\x00\x80\x7f"  # the last float becomes +inf
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(bytes(data))
+    assert main(["inspect", str(damaged)]) == 0
+    assert "kind:          memory" in capsys.readouterr().out
+    assert main(["validate", str(damaged)]) == 1
+    assert "contains NaN or Inf" in capsys.readouterr().err
 
 
 def test_validate_accepts_valid_and_rejects_corrupted(bank_path, tmp_path, capsys):

@@ -133,7 +133,7 @@ def test_full_data_reference_is_cached_reused_and_reported(class_means, fashion_
     with pytest.raises(ValueError, match="'recipe' protocol trains with each bank's own recipe"):
         full_data_reference(train, test2000, "recipe")
     path.write_bytes(b"not a safetensors file")
-    with pytest.raises(ValueError, match="is not a compressdata full-data reference"):
+    with pytest.raises(ValueError, match="not a compressdata full-data reference"):
         load_full_data_reference("fashion-mnist", "standard", "convnet-w16-d3-instancenorm")
 
 

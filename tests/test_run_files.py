@@ -13,12 +13,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from compressdata.container import canonical_json, read_file
 from compressdata.data.sources import load_source
-from compressdata.distiller.checkpoint import CHECKPOINT_FILE, METRICS_FILE, MetricsLog
+from compressdata.distiller.checkpoint import CHECKPOINT, CHECKPOINT_FILE, METRICS_FILE, MetricsLog
 from compressdata.distiller.config import DistillConfig
-from compressdata.distiller.experts import ExpertConfig, ExpertStore, expert_file, train_experts
+from compressdata.distiller.experts import EXPERT, ExpertConfig, ExpertStore, expert_file, train_experts
 from compressdata.distiller.loop import distill
-from compressdata.distiller.teacher import load_teacher, save_teacher, train_teacher
+from compressdata.distiller.teacher import TEACHER, load_teacher, save_teacher, train_teacher
 from compressdata.errors import CheckpointError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -196,3 +197,20 @@ def test_crafted_teacher_files_are_typed_errors(small, tmp_path):
     crafted.write_bytes(b"PK\x03\x04" + bytes(100))
     with pytest.raises(CheckpointError, match="torch.save/pickle"):
         load_teacher(crafted, small)
+
+
+def test_every_run_file_is_the_container(checkpoint, experts, small, tmp_path):
+    """What the distiller writes (checkpoint, expert trajectories, teacher) is the one container: one
+    `__metadata__` entry of canonical JSON declaring the kind's format and version, read back checked."""
+    teacher = save_teacher(train_teacher(small, width=8, epochs=1), tmp_path / "teacher.safetensors")
+    files = [(checkpoint[0] / CHECKPOINT_FILE, CHECKPOINT), (expert_file(experts, 0), EXPERT),
+             (expert_file(experts, 1), EXPERT), (teacher, TEACHER)]
+    for path, kind in files:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata()
+        assert list(metadata) == [kind.key], path
+        meta = json.loads(metadata[kind.key])
+        assert metadata[kind.key] == canonical_json(meta)
+        assert (meta["format"], meta["version"]) == (kind.format, kind.version)
+        assert read_file(path, kind)[1] == meta
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 
 CHECKSUM_ALGORITHM = "sha256-tensors-v1"
@@ -17,16 +18,17 @@ SAFETENSORS_DTYPES = {
 }
 
 
-def tensor_bytes(t: torch.Tensor) -> bytes:
-    """Raw little-endian, row-major bytes of a tensor (as safetensors stores them)."""
+def tensor_bytes(t: torch.Tensor) -> np.ndarray:
+    """Raw little-endian, row-major bytes of a tensor (as safetensors stores them), without a copy
+    when the tensor is already a contiguous CPU tensor."""
     t = t.detach().cpu().contiguous()
     if t.dtype == torch.bfloat16:
         t = t.view(torch.int16)
-    return t.numpy().tobytes()
+    return t.numpy().reshape(-1).view(np.uint8)
 
 
 def tensor_checksum(tensors: Mapping[str, torch.Tensor]) -> str:
-    """Hex SHA-256 of, for each tensor in sorted name order, `name\\nDTYPE\\nd0,d1,...\\n` + bytes."""
+    """Hex SHA-256 of, for each tensor in sorted name order, `name\nDTYPE\nd0,d1,...\n` + bytes."""
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name]

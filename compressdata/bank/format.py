@@ -1,20 +1,23 @@
 """Format v1 constants and the rules a bank must satisfy (see spec/memory-bank.md).
 
-`check_bank(tensors, metadata)` is the single validator: the reader runs it on every file and
-`MemoryBank` runs it on construction, so an invalid bank can be neither loaded nor written.
+`check_bank(tensors, metadata)` is the single validator: the reader runs it on every file, `MemoryBank`
+on construction and on save, so an invalid bank can be neither loaded nor written. It hashes the
+tensors unless given their checksum, and with `values=False` (tensors without data, from a header)
+it skips the rules on the tensors' values.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from compressdata.bank import strict_json
 from compressdata.bank.checksum import CHECKSUM_ALGORITHM, tensor_checksum
+from compressdata.container import strict_json
+from compressdata.container.framing import MAX_HEADER_BYTES as MAX_HEADER_BYTES
+from compressdata.container.framing import MAX_JSON_DEPTH, canonical_json
 from compressdata.errors import BankFormatError
 from compressdata.params import PARAMETERIZATIONS
 from compressdata.params.memory import UPSAMPLE_MODES
@@ -24,7 +27,6 @@ FORMAT_VERSION = (1, 1)
 TASKS_SINCE = (1, 1)  # `tasks` is opaque in 1.0 files and validated from 1.1 on
 METADATA_KEY = "compressdata"
 
-MAX_HEADER_BYTES = 16 * 1024 * 1024
 MAX_BASES = 65_536
 MAX_EXAMPLES = 100_000_000
 MAX_CLASSES = 100_000
@@ -33,7 +35,6 @@ MAX_SIDE = 8_192
 MAX_EXAMPLE_VALUES = 2**24  # C*H*W: one decoded example is at most 64 MiB of float32 (spec 4.7)
 MAX_TENSORS = 5  # bases, addresses, labels, zca_mean, zca_whiten: more in a header is refused at once
 MAX_TASKS = 10_000
-MAX_JSON_DEPTH = 64  # nesting of the metadata JSON (and the header's)
 
 LABEL_SPACES = ("index", "probabilities", "logits")
 IMAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -42,11 +43,6 @@ REQUIRED_KEYS = (
     "format", "format_version", "kind", "image_shape", "classes", "label_space",
     "normalization", "storage", "checksum",
 )
-
-
-def canonical_json(obj: Any) -> str:
-    """Sorted keys, no whitespace, ASCII only, no NaN: the same metadata always gives the same bytes."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
 def check_metadata_json(meta: Any) -> None:
@@ -84,8 +80,12 @@ def _is_version(v: str) -> bool:
     return len(parts) == 2 and all(p.isascii() and p.isdigit() and len(p) < 6 for p in parts)
 
 
-def check_bank(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
-    """Raise BankFormatError naming the first rule of the spec that (tensors, metadata) break."""
+def check_bank(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any], checksum: str | None = None, *,
+               values: bool = True) -> str | None:
+    """Raise BankFormatError naming the first rule of the spec that (tensors, metadata) break; return
+    the tensors' content checksum. `checksum`: that checksum when the caller has it (it is computed
+    otherwise). `values=False`: the tensors are shapes and dtypes without data (a header's), and the
+    rules on their values (R43, R53, R57, R67, R68) are skipped; None is returned."""
     if not isinstance(meta, Mapping):
         raise BankFormatError(f"metadata: expected a JSON object, got {type(meta).__name__}")
     missing = [k for k in REQUIRED_KEYS if k not in meta]
@@ -101,20 +101,21 @@ def check_bank(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> 
     classes = _classes(meta["classes"])
     _check_tensor_names(kind, tensors, meta)
     n = _check_kind_tensors(kind, tensors, (c, h, w), meta)
-    _check_labels(tensors.get("labels"), meta["label_space"], n, len(classes))
+    _check_labels(tensors.get("labels"), meta["label_space"], n, len(classes), values)
     _check_normalization(meta["normalization"], tensors, c, c * h * w)
     for name, t in tensors.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        if values and t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise BankFormatError(f"tensor '{name}': contains NaN or Inf")
     _check_storage(meta["storage"], kind, tensors, (c, h, w), len(classes))
-    _check_checksum(meta["checksum"], tensors)
+    checksum = _check_checksum(meta["checksum"], tensors, checksum, values)
     for key in ("recipe", "provenance"):
         if key in meta and not isinstance(meta[key], Mapping):
             raise BankFormatError(f"metadata field '{key}': expected an object, got {type(meta[key]).__name__}")
     _check_recipe(meta.get("recipe", {}))
     _check_evaluations(meta.get("evaluations", []))
     if "tasks" in meta and version_tuple(meta["format_version"]) >= TASKS_SINCE:
-        check_tasks(meta["tasks"], kind, tensors, meta["label_space"], len(classes))
+        check_tasks(meta["tasks"], kind, tensors, meta["label_space"], len(classes), values)
+    return checksum
 
 
 def _image_shape(shape: Any) -> tuple[int, int, int]:
@@ -204,14 +205,14 @@ def _check_kind_tensors(kind: str, t: Mapping[str, torch.Tensor], chw: tuple[int
     return n
 
 
-def _check_labels(labels: torch.Tensor, space: Any, n: int, n_classes: int) -> None:
+def _check_labels(labels: torch.Tensor, space: Any, n: int, n_classes: int, values: bool) -> None:
     if space not in LABEL_SPACES:
         raise BankFormatError(f"metadata field 'label_space': expected one of {list(LABEL_SPACES)}, got {space!r}")
     if space == "index":
         _check_dtype("labels", labels, (torch.int64,))
         if tuple(labels.shape) != (n,):
             raise _shape_error("labels", f"[{n}] (N examples)", labels)
-        if n and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
+        if values and n and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
             bad = labels[(labels < 0) | (labels >= n_classes)][0]
             raise BankFormatError(f"tensor 'labels': value {int(bad)} outside [0, {n_classes}) (number of classes)")
     else:
@@ -275,17 +276,21 @@ def _check_storage(storage: Any, kind: str, tensors: Mapping[str, torch.Tensor],
             )
 
 
-def _check_checksum(checksum: Any, tensors: Mapping[str, torch.Tensor]) -> None:
+def _check_checksum(checksum: Any, tensors: Mapping[str, torch.Tensor], actual: str | None, values: bool
+                    ) -> str | None:
     if not (isinstance(checksum, Mapping) and checksum.get("algorithm") == CHECKSUM_ALGORITHM):
         raise BankFormatError(
             f"metadata field 'checksum': expected {{'algorithm': '{CHECKSUM_ALGORITHM}', 'value': hex}}"
         )
-    actual = tensor_checksum(tensors)
+    if not values:
+        return None
+    actual = actual if actual is not None else tensor_checksum(tensors)
     if checksum.get("value") != actual:
         raise BankFormatError(
             f"content checksum mismatch: metadata says {checksum.get('value')!r}, tensors hash to {actual!r} "
             "(the file was modified or corrupted)"
         )
+    return actual
 
 
 RECIPE_FIELD_TYPES = {
@@ -351,8 +356,8 @@ def _is_number(v: Any) -> bool:
 
 
 def check_tasks(tasks: Any, kind: str, tensors: Mapping[str, torch.Tensor], label_space: str,
-                n_classes: int) -> None:
-    """Rules R62-R68 (spec 3.11): task boundaries of a bank grown task by task."""
+                n_classes: int, values: bool = True) -> None:
+    """Rules R62-R68 (spec 3.11): task boundaries of a bank grown task by task (values=False: R62-R66)."""
     memory = kind == "memory"
     shape = "{name: str, classes: [int], rows: [begin, end]" + (", bases: [begin, end]}" if memory else "}")
     if not (isinstance(tasks, list) and 1 <= len(tasks) <= MAX_TASKS):
@@ -378,7 +383,8 @@ def check_tasks(tasks: Any, kind: str, tensors: Mapping[str, torch.Tensor], labe
     _check_tiling(tasks, "rows", n, "N examples", empty_ok=False)
     if memory:
         _check_tiling(tasks, "bases", int(tensors["bases"].shape[0]), "K bases", empty_ok=True)
-    _check_task_rows(tasks, tensors, label_space, n_classes, memory)
+    if values:
+        _check_task_rows(tasks, tensors, label_space, n_classes, memory)
 
 
 def _check_task_rows(tasks: list, tensors: Mapping[str, torch.Tensor], label_space: str, n_classes: int,

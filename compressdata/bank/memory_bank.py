@@ -23,7 +23,7 @@ from compressdata.bank.format import (
     version_tuple,
 )
 from compressdata.bank.grow import extend_bank, merge_banks
-from compressdata.bank.io import read_bank_file, write_bank_file
+from compressdata.bank.io import load_bank_file, write_bank_file
 from compressdata.bank.metadata import EvaluationResult, Normalization, TrainingRecipe
 from compressdata.bank.query import LabelVectors, query_bank
 from compressdata.errors import BankFormatError, DecodeMemoryError, UnknownNameError, UsageError
@@ -51,7 +51,8 @@ class MemoryBank:
     class names, normalisation, training recipe, provenance and measured evaluations.
 
     The kind follows from the tensors given: `bases` + `addresses` (memory), `pixels`, or
-    `lowrank_u` + `lowrank_v`. Construction validates everything the file format requires.
+    `lowrank_u` + `lowrank_v`. Construction validates everything the file format requires; a bank
+    read from a file (`from_file`) was validated once, on the file's own contents.
     """
 
     def __init__(
@@ -76,7 +77,22 @@ class MemoryBank:
     ):
         given = {"bases": bases, "addresses": addresses, "pixels": pixels,
                  "lowrank_u": lowrank_u, "lowrank_v": lowrank_v}
-        given = {k: v.detach() for k, v in given.items() if v is not None}
+        self._assign({k: v for k, v in given.items() if v is not None}, labels=labels, classes=classes,
+                     image_size=image_size, upsample=upsample, normalization=normalization, recipe=recipe,
+                     provenance=provenance, evaluations=evaluations, label_space=label_space, tasks=tasks,
+                     extra_metadata=extra_metadata)
+        meta = self.metadata()
+        check_metadata_json(meta)
+        check_bank(self.all_tensors(), meta, meta["checksum"]["value"])
+
+    def _assign(self, given: dict[str, torch.Tensor], *, labels: torch.Tensor | Sequence[int], classes: Sequence[str],
+                image_size: tuple[int, int] | None = None, upsample: str = "bilinear",
+                normalization: Normalization | None = None, recipe: TrainingRecipe | None = None,
+                provenance: dict[str, Any] | None = None, evaluations: Sequence[EvaluationResult] | None = None,
+                label_space: str | None = None, tasks: list[dict[str, Any]] | None = None,
+                extra_metadata: dict[str, Any] | None = None) -> None:
+        """Set the bank's fields from the constructor's arguments (`given`: the kind's tensors), unchecked."""
+        given = {k: v.detach() for k, v in given.items()}
         self.kind = _infer_kind(given)
         self.tensors: dict[str, torch.Tensor] = given
         labels = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(labels)
@@ -101,9 +117,7 @@ class MemoryBank:
         self.extra_metadata = dict(extra_metadata or {})
         self.dropped_tasks: str | None = None  # why a 1.0 file's opaque 'tasks' was not kept (warned on save)
         self._prepared: dict[torch.device, Prepared] = {}
-        meta = self.metadata()
-        check_metadata_json(meta)
-        check_bank(self.all_tensors(), meta)
+        self._checksum: tuple[list[tuple[torch.Tensor, int]], str] | None = None
 
     def _stored_size(self) -> tuple[int, int]:
         if self.kind == "memory":
@@ -175,13 +189,7 @@ class MemoryBank:
         once per device, `per_example` bytes for each example of a batch. pixels=True: for
         `decode_pixels` (with ZCA, the binary64 inversion of the whitening matrix)."""
         shapes = {name: tuple(t.shape) for name, t in self.tensors.items()}
-        memory = get_parameterization(self.kind).decode_memory(shapes, self.image_size)
-        if not pixels:
-            return memory
-        d = math.prod(self.image_shape)
-        zca = self.normalization.uses_zca
-        return DecodeMemory(memory.prepared + (2 * FLOAT64 * d * d if zca else 0),
-                            memory.per_example + 4 * d + (2 * FLOAT64 * d if zca else 0))
+        return decode_memory(self.kind, shapes, self.image_shape, self.normalization.uses_zca, pixels)
 
     def _batch_size(self, index: torch.Tensor | Sequence[int] | slice | None) -> int:
         if index is None:
@@ -248,8 +256,20 @@ class MemoryBank:
         return storage_accounting(self.kind, self.all_tensors(), self.image_shape, self.num_classes)
 
     def checksum(self) -> str:
-        """SHA-256 content checksum of the stored tensors (spec: sha256-tensors-v1)."""
-        return tensor_checksum(self.all_tensors())
+        """SHA-256 content checksum of the stored tensors (spec: sha256-tensors-v1). Computed once and
+        kept while the tensors stay the same objects, unmodified (torch counts in-place changes)."""
+        tensors = [t for _, t in sorted(self.all_tensors().items())]
+        if self._checksum is not None:
+            kept, value = self._checksum
+            same = len(kept) == len(tensors) and all(a is b and v == b._version
+                                                     for (a, v), b in zip(kept, tensors, strict=True))
+            if same:
+                return value
+        return self._keep_checksum(tensor_checksum(self.all_tensors()))
+
+    def _keep_checksum(self, value: str) -> str:
+        self._checksum = ([(t, t._version) for _, t in sorted(self.all_tensors().items())], value)
+        return value
 
     def metadata(self) -> dict[str, Any]:
         """The full metadata object written to the file's `__metadata__`."""
@@ -300,26 +320,39 @@ class MemoryBank:
 
     # ---- files ------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        """Write the bank atomically (temp file + rename)."""
+        """Validate and write the bank atomically (temp file + rename); the tensors are hashed once."""
         if self.dropped_tasks is not None:
             warnings.warn(f"writing {path} without the 1.0 file's 'tasks' value, which is not valid task "
                           f"metadata of format 1.1: {self.dropped_tasks}", stacklevel=2)
-        write_bank_file(self.all_tensors(), self.metadata(), path)
+        checksum = self._keep_checksum(tensor_checksum(self.all_tensors()))
+        write_bank_file(self.all_tensors(), self.metadata(), path, checksum)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> MemoryBank:
-        """Read and validate a local bank file."""
-        tensors, meta = read_bank_file(path)
+        """Read a local bank file: read once, its tensors hashed once and the format checked once, on
+        the file's own contents (the bank remembers the verified checksum)."""
+        bank_file = load_bank_file(path)
         try:
-            return cls.from_parts(tensors, meta)
+            bank = cls._from_checked(bank_file.tensors, bank_file.meta)
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, BankFormatError):
                 raise BankFormatError(e.problem, str(path)) from None
             raise BankFormatError(f"metadata does not describe a valid bank: {e}", str(path)) from None
+        bank._keep_checksum(bank_file.checksum)
+        return bank
 
     @classmethod
     def from_parts(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> MemoryBank:
-        """Build a bank from already validated file contents."""
+        """Build (and validate) a bank from a file's tensors and metadata object."""
+        bank = cls._from_checked(tensors, meta)
+        meta = bank.metadata()
+        check_metadata_json(meta)
+        check_bank(bank.all_tensors(), meta, meta["checksum"]["value"])
+        return bank
+
+    @classmethod
+    def _from_checked(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> MemoryBank:
+        """A bank from file contents `check_bank` accepted, without checking them again."""
         kind_tensors = {n: tensors[n] for n in PARAMETERIZATIONS[meta["kind"]].tensor_names}
         _, h, w = meta["image_shape"]
         tasks, dropped = meta.get("tasks"), None
@@ -328,8 +361,9 @@ class MemoryBank:
                 check_tasks(tasks, meta["kind"], tensors, meta["label_space"], len(meta["classes"]))
             except BankFormatError as e:
                 tasks, dropped = None, e.problem
-        bank = cls(
-            **kind_tensors,
+        bank = cls.__new__(cls)
+        bank._assign(
+            kind_tensors,
             labels=tensors["labels"],
             classes=meta["classes"],
             image_size=(h, w),
@@ -348,6 +382,17 @@ class MemoryBank:
     def __repr__(self) -> str:
         return (f"MemoryBank(kind={self.kind!r}, examples={len(self)}, image_shape={self.image_shape}, "
                 f"classes={self.num_classes}, ipc_equivalent={self.storage['ipc_equivalent']})")
+
+
+def decode_memory(kind: str, shapes: dict[str, tuple[int, ...]], image_shape: tuple[int, int, int], zca: bool,
+                  pixels: bool = False) -> DecodeMemory:
+    """`MemoryBank.decode_memory` of a bank of `kind` with stored tensors of these shapes (and ZCA)."""
+    memory = get_parameterization(kind).decode_memory(shapes, tuple(image_shape[1:]))
+    if not pixels:
+        return memory
+    d = math.prod(image_shape)
+    return DecodeMemory(memory.prepared + (2 * FLOAT64 * d * d if zca else 0),
+                        memory.per_example + 4 * d + (2 * FLOAT64 * d if zca else 0))
 
 
 def format_bytes(n: int) -> str:

@@ -4,8 +4,9 @@ A checkpoint directory holds `checkpoint.safetensors`: the learnable tensors (`t
 outer optimiser's momentum buffers (`momentum.<name>`; Adam: its first moments), Adam's second
 moments (`second_moment.<name>`, only for the adam outer optimiser) and the run's random-generator
 state (`rng.master`, uint8), plus one `__metadata__` key whose value is canonical JSON with the format
-name, version, iteration count and the run's configuration. Writes are atomic (temp + rename), so a
-crash or Ctrl-C during a save leaves the previous checkpoint intact.
+name, version, iteration count and the run's configuration: the library's one container
+(`compressdata.container`), so writes are atomic (a crash or Ctrl-C during a save leaves the previous
+checkpoint intact) and reads check the file header first.
 """
 
 from __future__ import annotations
@@ -17,18 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
-from compressdata.bank.format import canonical_json
-from compressdata.bank.io import SAFETENSORS_DTYPE_SIZES, parse_metadata_json, read_container
-from compressdata.errors import BankFormatError, CheckpointError, MissingFileError
+from compressdata.container import FileKind, read_file, write_file
+from compressdata.errors import CheckpointError, MissingFileError
 from compressdata.files import atomic_write
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 METRICS_FILE = "metrics.jsonl"
 FORMAT = "compressdata.distill-checkpoint"
 VERSION = 1
-_KEY = "compressdata.checkpoint"
+CHECKPOINT = FileKind(what="checkpoint", key="compressdata.checkpoint", format=FORMAT, version=VERSION,
+                      error=CheckpointError)
 
 
 @dataclass(frozen=True)
@@ -51,10 +51,9 @@ def save_checkpoint(directory: str | os.PathLike, state: DistillState,
     tensors.update({f"momentum.{k}": v for k, v in state.momentum.items()})
     tensors.update({f"second_moment.{k}": v for k, v in state.second_moment.items()})
     tensors["rng.master"] = state.rng
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     meta = {"format": FORMAT, "version": VERSION, "iteration": state.iteration, "config": config}
     path = Path(directory) / CHECKPOINT_FILE
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={_KEY: canonical_json(meta)}))
+    write_file(path, CHECKPOINT, tensors, meta)
     return path
 
 
@@ -68,10 +67,7 @@ def load_checkpoint(directory: str | os.PathLike,
     path = Path(directory) / CHECKPOINT_FILE
     if not path.is_file():
         raise MissingFileError(f"no checkpoint to resume from: {path} does not exist")
-    tensors, meta = read_run_file(path, _KEY, "checkpoint")
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION or isinstance(meta.get("version"), bool):
-        raise CheckpointError(f"expected format {FORMAT!r} version {VERSION}, got "
-                              f"{meta.get('format')!r} version {meta.get('version')!r}", str(path))
+    tensors, meta = read_file(path, CHECKPOINT)
     iteration = meta.get("iteration")
     if not isinstance(iteration, int) or isinstance(iteration, bool) or iteration < 0:
         raise CheckpointError(f"field 'iteration': expected an integer >= 0, got {iteration!r}", str(path))
@@ -138,19 +134,6 @@ def _check_rng(rng: torch.Tensor | None, path: Path) -> None:
         torch.Generator().set_state(rng)
     except RuntimeError as e:
         raise CheckpointError(f"tensor 'rng.master': not a valid generator state ({e})", str(path)) from None
-
-
-def read_run_file(path: Path, key: str, what: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(tensors, metadata object under `key`) of a safetensors file a run wrote (checkpoint, expert
-    trajectory, teacher), read header first like a bank; `CheckpointError` naming the file otherwise."""
-    try:
-        container = read_container(path, dtype_sizes=SAFETENSORS_DTYPE_SIZES, what=what)
-        raw = (container.metadata or {}).get(key)
-        if raw is None:
-            raise BankFormatError(f"no '{key}' metadata: not a compressdata {what} file")
-        return container.tensors(), parse_metadata_json(raw, f"__metadata__[{key!r}]")
-    except BankFormatError as e:
-        raise CheckpointError(e.problem, str(path)) from None
 
 
 class MetricsLog:

@@ -2,12 +2,13 @@
 
 An expert is a network trained on the real data with plain SGD (no momentum, no weight decay, as in
 MTT); its parameters after every epoch (epoch 0 = the initialisation) form its trajectory. A
-directory holds one safetensors file per expert (`expert_0000.safetensors`, tensors
-`epoch_0003.features.0.weight`, ...; one `__metadata__` key with canonical JSON: format, expert
-index, epochs done, the training settings) and `manifest.json` (settings, parameter names, each
-expert's file and epochs done). Files are rewritten atomically after every epoch, and every epoch's
-randomness comes from a generator seeded by (seed, expert, epoch), so a killed run continues with
-the missing experts and epochs and ends with the same files as an uninterrupted one.
+directory holds one file per expert in the library's one container (`compressdata.container`:
+`expert_0000.safetensors`, tensors `epoch_0003.features.0.weight`, ...; one `__metadata__` key with
+canonical JSON: format, version, expert index, epochs done, the training settings) and
+`manifest.json` (settings, parameter names, each expert's file and epochs done). Files are rewritten
+atomically after every epoch, and every epoch's randomness comes from a generator seeded by (seed,
+expert, epoch), so a killed run continues with the missing experts and epochs and ends with the same
+files as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -20,23 +21,21 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from compressdata.bank.format import MAX_HEADER_BYTES, canonical_json
-from compressdata.bank.io import parse_metadata_json, read_regular_file
+from compressdata.container import MAX_HEADER_BYTES, FileKind, read_file, read_tensors, write_file
+from compressdata.container.framing import parse_metadata_json, read_regular_file
 from compressdata.data.sources import RealData, load_source
 from compressdata.data.zca import zca_normalization
-from compressdata.distiller.checkpoint import read_run_file
-from compressdata.errors import BankFormatError, CheckpointError, ConfigError, MissingFileError
+from compressdata.errors import CheckpointError, ConfigError, FileFormatError, MissingFileError
 from compressdata.files import atomic_write
 from compressdata.models import build_model
 
 FORMAT = "compressdata.expert-trajectory"
 VERSION = 1
 MANIFEST = "manifest.json"
-_KEY = "compressdata.expert"
+EXPERT = FileKind(what="expert trajectory", key="compressdata.expert", format=FORMAT, version=VERSION,
+                  error=CheckpointError)
 
 
 @dataclass(frozen=True)
@@ -111,7 +110,7 @@ def training_data(config: ExpertConfig, data: RealData | None = None) -> RealDat
 
 
 def _read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    tensors, meta = read_run_file(path, _KEY, "expert trajectory")
+    tensors, meta = read_file(path, EXPERT)
     return meta, tensors
 
 
@@ -121,7 +120,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         manifest = parse_metadata_json(read_regular_file(path, MAX_HEADER_BYTES).decode("utf-8"), "the manifest")
     except UnicodeDecodeError as e:
         raise CheckpointError(f"not UTF-8 JSON text ({e})", str(path)) from None
-    except BankFormatError as e:
+    except FileFormatError as e:
         raise CheckpointError(e.problem, str(path)) from None
     if manifest.get("format") != FORMAT:
         raise CheckpointError(f"not an expert manifest (format {manifest.get('format')!r})", str(path))
@@ -136,10 +135,6 @@ def _manifest_config(manifest: dict[str, Any], path: Path) -> ExpertConfig:
         return ExpertConfig(**manifest["config"]).validate()
     except (TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"field 'config': not valid expert settings ({e})", str(path)) from None
-
-
-def _write(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={_KEY: canonical_json(meta)}))
 
 
 def _write_manifest(directory: Path, config: ExpertConfig, names: list[str],
@@ -203,7 +198,7 @@ def train_experts(config: ExpertConfig, directory: str | os.PathLike, data: Real
                             for k, v in model.named_parameters()})
             meta = {"format": FORMAT, "version": VERSION, "expert": index, "epochs_done": epoch + 1,
                     "config": asdict(config)}
-            _write(path, tensors, meta)
+            write_file(path, EXPERT, tensors, meta)
             done[index] = epoch + 1
             _write_manifest(directory, config, names, done)
             bar.update(1)
@@ -296,11 +291,8 @@ class ExpertStore:
         path = expert_file(self.directory, expert)
         if expert not in self._checked:
             self._check_file(expert, path)
-        try:
-            with safe_open(str(path), framework="pt", device=str(device)) as f:
-                return {k: f.get_tensor(f"epoch_{epoch:04d}.{k}") for k in self.parameters}
-        except (SafetensorError, OSError) as e:
-            raise CheckpointError(f"cannot read epoch {epoch} ({e})", str(path)) from None
+        names = {f"epoch_{epoch:04d}.{k}": k for k in self.parameters}
+        return {names[n]: t for n, t in read_tensors(path, EXPERT, names, device).items()}
 
     def _check_file(self, expert: int, path: Path) -> None:
         """The file of `expert`: its metadata matches the manifest, and every epoch it should hold is
@@ -310,9 +302,8 @@ class ExpertStore:
         meta, tensors = _read(path)
         saved = meta.get("config")
         done = meta.get("epochs_done")
-        if meta.get("format") != FORMAT or meta.get("expert") != expert or isinstance(meta.get("expert"), bool):
-            raise CheckpointError(f"fields 'format', 'expert': expected {FORMAT!r} and {expert}, got "
-                                  f"{meta.get('format')!r} and {meta.get('expert')!r}", str(path))
+        if meta.get("expert") != expert or isinstance(meta.get("expert"), bool):
+            raise CheckpointError(f"field 'expert': expected {expert}, got {meta.get('expert')!r:.80}", str(path))
         if not isinstance(saved, dict) or saved != asdict(self.config) | {"experts": saved.get("experts")}:
             raise CheckpointError("field 'config': differs from the manifest's settings", str(path))
         if not isinstance(done, int) or isinstance(done, bool) or done < self.epochs[expert]:

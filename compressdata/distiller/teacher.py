@@ -1,8 +1,9 @@
 """The batch-norm teacher of DWA: train one on real data, save it to and load it from safetensors.
 
-A teacher file holds the network's state (parameters and batch-norm running statistics) and one
-`__metadata__` key with canonical JSON: format, architecture, width, classes, image shape, the
-normalisation of its input space (mean, std, ZCA regularisation) and its training settings.
+A teacher file (the library's one container, `compressdata.container`) holds the network's state
+(parameters and batch-norm running statistics) and one `__metadata__` key with canonical JSON: format,
+version, architecture, width, classes, image shape, the normalisation of its input space (mean, std,
+ZCA regularisation) and its training settings.
 """
 
 from __future__ import annotations
@@ -13,21 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
-from compressdata.bank.format import canonical_json
 from compressdata.bank.metadata import Normalization, TrainingRecipe
+from compressdata.container import FileKind, read_file, write_file
 from compressdata.data.sources import RealData
-from compressdata.distiller.checkpoint import read_run_file
 from compressdata.errors import CheckpointError, MissingFileError, UsageError
 from compressdata.evaluate import train_network
-from compressdata.files import atomic_write
 from compressdata.models import build_model
 
 FORMAT = "compressdata.teacher"
 VERSION = 1
-_KEY = "compressdata.teacher"
+TEACHER = FileKind(what="teacher", key="compressdata.teacher", format=FORMAT, version=VERSION, error=CheckpointError)
 TEACHER_ARCHS = ("convnet", "resnet18_bn")
 
 
@@ -83,8 +81,7 @@ def train_teacher(data: RealData, arch: str = "convnet", width: int = 128, epoch
 def save_teacher(teacher: Teacher, path: str | os.PathLike) -> Path:
     """Write `teacher` atomically to `path` (safetensors)."""
     path = Path(path)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in teacher.module.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata={_KEY: canonical_json(teacher.meta)}))
+    write_file(path, TEACHER, teacher.module.state_dict(), teacher.meta)
     return path
 
 
@@ -94,9 +91,7 @@ def load_teacher(path: str | os.PathLike, data: RealData, device: torch.device |
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"teacher file {path} does not exist (pass 'train' to train one)")
-    state, meta = read_run_file(path, _KEY, "teacher")
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"not a teacher file (format {meta.get('format')!r})", str(path))
+    state, meta = read_file(path, TEACHER)
     expected = {"num_classes": data.num_classes, "image_shape": list(data.image_shape),
                 "normalization": _norm_dict(data.normalization)}
     for key, value in expected.items():

@@ -6,16 +6,15 @@ reference trains `DEFAULT_EPOCHS` epochs of the same recipe (lr x0.1 at half of 
 augmentation, as the field's whole-dataset figures come from a few tens of epochs of ordinary
 training (docs/evaluation.md). The record says exactly what ran and the command that made it.
 
-The cache holds one safetensors file per (dataset, protocol, network) under `cache_root()`:
-$COMPRESSDATA_CACHE, else $XDG_CACHE_HOME/compressdata, else ~/.cache/compressdata. A file
-holds the accuracies (float64) and, in its metadata, the whole record as JSON.
+The cache holds one file per (dataset, protocol, network) under `cache_root()`: $COMPRESSDATA_CACHE,
+else $XDG_CACHE_HOME/compressdata, else ~/.cache/compressdata. A file (the library's one container,
+`compressdata.container`) holds the accuracies (float64) and, in its metadata, the whole record.
 """
 
 from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 import os
 import re
 import shlex
@@ -23,16 +22,13 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
-from compressdata.bank.format import canonical_json
 from compressdata.bank.metadata import EvaluationResult, TrainingRecipe
+from compressdata.container import FileKind, read_file, write_file
 from compressdata.data.sources import RealData
-from compressdata.errors import UsageError
+from compressdata.errors import FileFormatError, UsageError
 from compressdata.evaluate.protocols import STANDARD, ResolvedTraining, get_protocol, resolve_training
 from compressdata.evaluate.training import fresh_network_accuracies, resolve_device
-from compressdata.files import atomic_write
 from compressdata.version import __version__
 
 CACHE_ENV = "COMPRESSDATA_CACHE"
@@ -40,6 +36,7 @@ FORMAT = "compressdata.full-data-reference"
 VERSION = 1
 DEFAULT_EPOCHS = 20
 DEFAULT_NETWORKS = 2
+REFERENCE = FileKind(what="full-data reference", key=FORMAT, format=FORMAT, version=VERSION)
 
 
 def cache_root() -> Path:
@@ -88,25 +85,26 @@ def reference_command(dataset: str, protocol: str, *, epochs: int = DEFAULT_EPOC
 def load_full_data_reference(dataset: str, protocol: str, network: str) -> EvaluationResult | None:
     """The cached reference of (dataset, protocol, network), or None when none is cached.
 
-    Raises ValueError naming the file when it exists but is not a reference of that key."""
+    Raises FileFormatError naming the file when it exists but is not a reference of that key."""
     path = reference_path(dataset, protocol, network)
     if not path.is_file():
         return None
+    hint = "; delete it or recompute it with --force"
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {})[FORMAT])
-            accuracies = f.get_tensor("accuracies")
-    except (KeyError, json.JSONDecodeError, SafetensorError, OSError) as e:
-        raise UsageError(f"{path} is not a compressdata full-data reference ({e}); delete it or "
-                         f"recompute it with --force") from None
-    expected = {"format": FORMAT, "version": VERSION, "dataset": dataset, "protocol": protocol, "network": network}
+        tensors, meta = read_file(path, REFERENCE)
+    except FileFormatError as e:
+        raise FileFormatError(f"not a compressdata full-data reference ({e.problem}){hint}", str(path)) from None
+    expected = {"dataset": dataset, "protocol": protocol, "network": network}
     for key, value in expected.items():
         if meta.get(key) != value:
-            raise UsageError(f"{path}: field {key!r} is {meta.get(key)!r}, expected {value!r}; delete it or "
-                             f"recompute it with --force")
-    result = EvaluationResult.from_dict(meta["result"])
-    if result.accuracies != accuracies.tolist():
-        raise UsageError(f"{path}: the metadata's accuracies differ from its tensor; recompute it with --force")
+            raise FileFormatError(f"field {key!r} is {meta.get(key)!r:.100}, expected {value!r}{hint}", str(path))
+    try:
+        result = EvaluationResult.from_dict(meta["result"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise FileFormatError(f"field 'result': not an evaluation record ({e}){hint}", str(path)) from None
+    accuracies = tensors.get("accuracies")
+    if accuracies is None or result.accuracies != accuracies.tolist():
+        raise FileFormatError(f"the metadata's accuracies differ from its tensor 'accuracies'{hint}", str(path))
     return result
 
 
@@ -161,6 +159,5 @@ def full_data_reference(
                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
     meta = {"format": FORMAT, "version": VERSION, "dataset": test.name, "protocol": protocol, "network": network,
             "result": result.to_dict()}
-    tensors = {"accuracies": torch.tensor(accuracies, dtype=torch.float64)}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={FORMAT: canonical_json(meta)}))
+    write_file(path, REFERENCE, {"accuracies": torch.tensor(accuracies, dtype=torch.float64)}, meta)
     return result, path, True
