@@ -21,9 +21,9 @@ from compressdata.distiller.checkpoint import CHECKPOINT
 from compressdata.distiller.experts import EXPERT
 from compressdata.distiller.teacher import TEACHER
 from compressdata.errors import BankFormatError, CheckpointError, FileFormatError, MissingFileError
-from compressdata.evaluate.full_data import REFERENCE
+from compressdata.evaluate.full_data import REFERENCE_FILE
 
-RUN_KINDS = {"checkpoint": CHECKPOINT, "expert": EXPERT, "teacher": TEACHER, "reference": REFERENCE}
+RUN_KINDS = {"checkpoint": CHECKPOINT, "expert": EXPERT, "teacher": TEACHER, "reference": REFERENCE_FILE}
 
 
 def _meta(kind: FileKind) -> dict:
@@ -91,7 +91,7 @@ def test_every_run_file_kind_is_checked_on_read(name, tmp_path):
 
 def test_run_file_errors_are_checkpoint_errors():
     assert all(k.error is CheckpointError for k in (CHECKPOINT, EXPERT, TEACHER))
-    assert REFERENCE.error is FileFormatError and issubclass(BANK_FILE.error, FileFormatError)
+    assert REFERENCE_FILE.error is FileFormatError and issubclass(BANK_FILE.error, FileFormatError)
 
 
 def _bank() -> MemoryBank:
