@@ -151,6 +151,14 @@ def test_the_kept_checksum_follows_changes_to_the_tensors(tmp_path):
     assert bank.checksum() == tensor_checksum(bank.all_tensors())
     bank.save(tmp_path / "b.safetensors")
     assert load_memory_bank(tmp_path / "b.safetensors").checksum() == bank.checksum()
+    with torch.inference_mode():  # tensors whose in-place changes torch does not count
+        pixels = torch.rand(2, 1, 4, 4)
+        made = MemoryBank(pixels=pixels, labels=[0, 1], classes=["a", "b"])
+        before = made.checksum()
+        pixels.add_(1.0)
+        assert made.checksum() != before and made.checksum() == tensor_checksum(made.all_tensors())
+        made.save(tmp_path / "inference.safetensors")
+    assert load_memory_bank(tmp_path / "inference.safetensors").checksum() == made.checksum()
 
 
 def test_a_bank_header_is_checked_without_the_tensor_values(tmp_path):

@@ -257,7 +257,8 @@ class MemoryBank:
 
     def checksum(self) -> str:
         """SHA-256 content checksum of the stored tensors (spec: sha256-tensors-v1). Computed once and
-        kept while the tensors stay the same objects, unmodified (torch counts in-place changes)."""
+        kept while the tensors stay the same objects, unmodified (torch counts in-place changes; for
+        inference-mode tensors, which it does not count, it is computed at every call)."""
         tensors = [t for _, t in sorted(self.all_tensors().items())]
         if self._checksum is not None:
             kept, value = self._checksum
@@ -268,7 +269,8 @@ class MemoryBank:
         return self._keep_checksum(tensor_checksum(self.all_tensors()))
 
     def _keep_checksum(self, value: str) -> str:
-        self._checksum = ([(t, t._version) for _, t in sorted(self.all_tensors().items())], value)
+        tensors = [t for _, t in sorted(self.all_tensors().items())]
+        self._checksum = None if any(t.is_inference() for t in tensors) else ([(t, t._version) for t in tensors], value)
         return value
 
     def metadata(self) -> dict[str, Any]:
