@@ -16,6 +16,15 @@ def describe_decode_memory(bank: MemoryBank) -> str:
             f"(decode_pixels); within the {format_bytes(limit)} limit: {fits}")
 
 
+def describe_bytes(bank: MemoryBank) -> str:
+    """One line: the budget bytes and the images per class they equal, the dtypes, the file's data bytes."""
+    storage = bank.storage
+    dtypes = ", ".join(f"{name} {dtype}" for name, dtype in bank.storage_dtypes().items())
+    return (f"{storage['bytes_stored']} stored ({dtypes}) = {storage['ipc_equivalent_uint8']:g} 8-bit or "
+            f"{storage['ipc_equivalent_float32']:g} float32 images per class; "
+            f"{sum(storage['tensor_bytes'].values())} in all tensors (labels included)")
+
+
 def describe_bank(bank: MemoryBank) -> str:
     """A multi-line report: kind, shapes, classes, storage, recipe, provenance, evaluations. Text from
     the file is shown with control characters escaped (`compressdata.safe_text.terminal_text`)."""
@@ -36,6 +45,7 @@ def describe_bank(bank: MemoryBank) -> str:
         f"classes ({bank.num_classes}): {counts}",
         f"storage:       {storage['floats_stored']} floats = {storage['ipc_equivalent']:g} images per class "
         f"(+ {storage['label_values']} label values)",
+        f"bytes:         {describe_bytes(bank)}",
         f"normalization: mean {bank.normalization.mean}, std {bank.normalization.std}"
         + (f", ZCA (reg {bank.normalization.zca_regularization})" if bank.normalization.uses_zca else ""),
         "recipe:        " + ", ".join(f"{k}={v}" for k, v in bank.recipe.to_dict().items()),

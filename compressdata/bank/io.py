@@ -33,9 +33,9 @@ from compressdata.bank.format import (
 from compressdata.errors import BankFormatError
 from compressdata.files import atomic_write_bytes
 
-DTYPE_SIZES = {"F32": 4, "F16": 2, "BF16": 2, "I64": 8}
+DTYPE_SIZES = {"F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I8": 1}
 # every dtype safetensors writes: for the run files (checkpoints, experts, teachers) read with `read_container`
-SAFETENSORS_DTYPE_SIZES = {**DTYPE_SIZES, "F64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+SAFETENSORS_DTYPE_SIZES = {**DTYPE_SIZES, "F64": 8, "I32": 4, "I16": 2, "U8": 1, "BOOL": 1,
                            "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
 TENSOR_ENTRY_MEMBERS = frozenset({"dtype", "shape", "data_offsets"})
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)

@@ -28,6 +28,7 @@ from compressdata.bank.query import LabelVectors, query_bank
 from compressdata.errors import BankFormatError, DecodeMemoryError
 from compressdata.params import PARAMETERIZATIONS, get_parameterization
 from compressdata.params.base import DecodeMemory, Prepared
+from compressdata.params.quant import float_values, scale_name, zero_point_name
 
 _KNOWN_KEYS = set(REQUIRED_KEYS) | {"upsample", "recipe", "provenance", "evaluations", "tasks"}
 DECODE_LIMIT_BYTES = 4 * 2**30
@@ -50,7 +51,10 @@ class MemoryBank:
     class names, normalisation, training recipe, provenance and measured evaluations.
 
     The kind follows from the tensors given: `bases` + `addresses` (memory), `pixels`, or
-    `lowrank_u` + `lowrank_v`. Construction validates everything the file format requires.
+    `lowrank_u` + `lowrank_v`, each float32, float16, bfloat16 or int8; an int8 tensor needs its
+    `quantization` entry, name -> (scale float32 [1] or [rows], zero_point int8 of the same shape),
+    decoded as scale * (q - zero_point) (spec 2.6; `compressdata.bank.quantize` makes such banks).
+    Construction validates everything the file format requires.
     """
 
     def __init__(
@@ -72,12 +76,18 @@ class MemoryBank:
         label_space: str | None = None,
         tasks: list[dict[str, Any]] | None = None,
         extra_metadata: dict[str, Any] | None = None,
+        quantization: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     ):
         given = {"bases": bases, "addresses": addresses, "pixels": pixels,
                  "lowrank_u": lowrank_u, "lowrank_v": lowrank_v}
         given = {k: v.detach() for k, v in given.items() if v is not None}
         self.kind = _infer_kind(given)
-        self.tensors: dict[str, torch.Tensor] = given
+        companions = {}
+        for name, (scale, zero_point) in (quantization or {}).items():
+            companions[scale_name(name)] = torch.as_tensor(scale).detach()
+            companions[zero_point_name(name)] = torch.as_tensor(zero_point).detach()
+        # the kind's tensors as stored, with the scale and zero point of each int8 one (spec 2.6)
+        self.tensors: dict[str, torch.Tensor] = {**given, **companions}
         labels = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(labels)
         if label_space is None:
             label_space = "probabilities" if labels.is_floating_point() else "index"
@@ -171,10 +181,12 @@ class MemoryBank:
 
     def decode_memory(self, pixels: bool = False) -> DecodeMemory:
         """Working memory a decode allocates beyond the stored tensors (spec 4.7): `prepared` bytes
-        once per device, `per_example` bytes for each example of a batch. pixels=True: for
-        `decode_pixels` (with ZCA, the binary64 inversion of the whitening matrix)."""
+        once per device (int8 tensors dequantised included), `per_example` bytes for each example of
+        a batch. pixels=True: for `decode_pixels` (with ZCA, the binary64 inversion of the whitening
+        matrix)."""
         shapes = {name: tuple(t.shape) for name, t in self.tensors.items()}
-        memory = get_parameterization(self.kind).decode_memory(shapes, self.image_size)
+        quantized = [name for name, t in self.tensors.items() if t.dtype == torch.int8 and "." not in name]
+        memory = get_parameterization(self.kind).decode_memory(shapes, self.image_size, quantized)
         if not pixels:
             return memory
         d = math.prod(self.image_shape)
@@ -200,6 +212,33 @@ class MemoryBank:
                 f"decoding {n} examples needs {format_bytes(needed)} of working memory ("
                 f"{format_bytes(memory.prepared)} once + {format_bytes(memory.per_example)} per example), over the "
                 f"limit of {format_bytes(limit)} (${DECODE_LIMIT_ENV}): {advice}")
+
+    @property
+    def quantized(self) -> bool:
+        """Whether any stored tensor of the kind is 8-bit (spec 2.6)."""
+        return any(self.tensors[name].dtype == torch.int8 for name in self.tensor_names)
+
+    @property
+    def tensor_names(self) -> tuple[str, ...]:
+        """The kind's stored tensors (memory: bases, addresses), without scales and zero points."""
+        return get_parameterization(self.kind).tensor_names
+
+    def storage_dtypes(self) -> dict[str, str]:
+        """The storage dtype of each of the kind's tensors: f32, f16, bf16, int8 (one scale) or
+        int8-row (a scale per row), as `compressdata quantize` and `--storage-dtype` name them."""
+        names = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
+        out = {}
+        for name in self.tensor_names:
+            t = self.tensors[name]
+            if t.dtype == torch.int8:
+                out[name] = "int8-row" if self.tensors[scale_name(name)].numel() > 1 else "int8"
+            else:
+                out[name] = names[t.dtype]
+        return out
+
+    def float_tensors(self) -> dict[str, torch.Tensor]:
+        """The kind's tensors as float32 values: int8 ones dequantised (spec 2.6), others converted."""
+        return {k: v.to(torch.float32) for k, v in float_values(self.tensors, self.tensor_names).items()}
 
     @property
     def kind_tensor(self) -> str:
@@ -243,7 +282,8 @@ class MemoryBank:
 
     @property
     def storage(self) -> dict[str, Any]:
-        """Floats stored (labels excluded), label values, examples and the IPC equivalent."""
+        """Storage accounting (spec 3.10): values and bytes stored (labels excluded), label values,
+        examples, the images-per-class equivalents and the bytes of every tensor."""
         return storage_accounting(self.kind, self.all_tensors(), self.image_shape, self.num_classes)
 
     def checksum(self) -> str:
@@ -323,7 +363,10 @@ class MemoryBank:
     @classmethod
     def from_parts(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> MemoryBank:
         """Build a bank from already validated file contents."""
-        kind_tensors = {n: tensors[n] for n in PARAMETERIZATIONS[meta["kind"]].tensor_names}
+        names = PARAMETERIZATIONS[meta["kind"]].tensor_names
+        kind_tensors = {n: tensors[n] for n in names}
+        quantization = {n: (tensors[scale_name(n)], tensors[zero_point_name(n)])
+                        for n in names if scale_name(n) in tensors and zero_point_name(n) in tensors}
         _, h, w = meta["image_shape"]
         tasks, dropped = meta.get("tasks"), None
         if tasks is not None and version_tuple(meta["format_version"]) < TASKS_SINCE:
@@ -344,6 +387,7 @@ class MemoryBank:
             label_space=meta["label_space"],
             tasks=tasks,
             extra_metadata={k: v for k, v in meta.items() if k not in _KNOWN_KEYS},
+            quantization=quantization,
         )
         bank.dropped_tasks = dropped
         return bank

@@ -40,12 +40,24 @@ def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
                     "(--objective bptt | dm | gm ...) and add-ons (--mim-weight). --method is a "
                     "preset: rtp = memory + bptt (addressable memories, the default), pixels = "
                     "pixels + bptt, random-real = a random real subset; --param/--objective override "
-                    "it. Every parameterization spends the same storage for the same --budget-ipc.")
+                    "it. Every parameterization spends the same bytes for the same budget (--budget-ipc or "
+                    "--budget-bytes), at the sizes --storage-dtype gives.")
     p.add_argument("--source", default=d.source, help="real source: a preset (fashion-mnist, "
                    "mnist, cifar10, ...) or idx:/torchvision:/hf:/folder:/wds: (default %(default)s)")
     p.add_argument("--split", default=d.split, choices=("train", "test"))
     p.add_argument("--budget-ipc", type=float, default=d.budget_ipc,
-                   help="storage budget in images-per-class equivalents (default %(default)s)")
+                   help="storage budget in images per class: the bytes of that many float32 images per class "
+                        "(default %(default)s)")
+    p.add_argument("--budget-bytes", type=int, default=d.budget_bytes,
+                   help="storage budget in bytes, instead of --budget-ipc (the bytes of b 8-bit images per class "
+                        "are b*C*H*W*classes, 7840 for one Fashion-MNIST image per class)")
+    p.add_argument("--storage-dtype", default=d.storage_dtype,
+                   help="how the bank stores its tensors: f32, f16, bf16, int8 (8-bit, one scale and zero point "
+                        "per tensor), int8-row (one per row), or per tensor, e.g. 'bases=f16,addresses=int8'; the "
+                        "budget buys values at these sizes (default %(default)s)")
+    p.add_argument("--quantization-aware", action="store_true",
+                   help="train through the stored values (straight-through gradients) instead of quantising the "
+                        "float result after distillation")
     p.add_argument("--method", default=d.method, choices=METHODS,
                    help="preset of parameterization + objective (default %(default)s)")
     p.add_argument("--param", default=None, choices=KINDS,
@@ -153,7 +165,8 @@ def _config(args: argparse.Namespace, out: Path) -> DistillConfig:
     checkpoint_dir = None if args.no_checkpoints else (args.checkpoint_dir or f"{out}.ckpt")
     return DistillConfig(
         source=args.source, split=args.split, method=args.method, parameterization=args.param,
-        objective=args.objective, budget_ipc=args.budget_ipc, n_bases=args.n_bases,
+        objective=args.objective, budget_ipc=args.budget_ipc, budget_bytes=args.budget_bytes,
+        storage_dtype=args.storage_dtype, quant_aware=args.quantization_aware, n_bases=args.n_bases,
         downsample=args.downsample, rank=args.rank, init=args.init,
         iterations=args.iterations, unroll_steps=args.unroll_steps, bptt_window=args.bptt_window,
         graph_memory_mb=args.graph_memory_mb, inner_lr=args.inner_lr,
@@ -229,7 +242,8 @@ def _distill_and_save(args: argparse.Namespace, config: DistillConfig, out: Path
     save_memory_bank(bank, out)
     storage = bank.storage
     print(f"wrote {out}: {bank.kind} bank, {len(bank)} examples, {storage['floats_stored']} "
-          f"floats (IPC {storage['ipc_equivalent']:.3f} equivalent)")
+          f"floats (IPC {storage['ipc_equivalent']:.3f} equivalent), {storage['bytes_stored']} bytes "
+          f"({storage['ipc_equivalent_uint8']:g} 8-bit images per class)")
     if not args.final_eval_networks:
         print(f"evaluate it with: compressdata evaluate {out} --test {config.source} --record")
     return 0

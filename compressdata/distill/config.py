@@ -20,6 +20,8 @@ from typing import Any
 
 from compressdata.models import ARCHITECTURES as ARCHS
 from compressdata.models import NORMS
+from compressdata.params.base import PARAMETERIZATIONS
+from compressdata.params.quant import TensorStorage, parse_storage
 
 METHODS = ("rtp", "pixels", "random-real")
 DWA_TEACHER_ARCHS = ("convnet", "resnet18_bn")
@@ -73,6 +75,14 @@ class DistillConfig:
     parameterization: str | None = None
     objective: str = "bptt"
     budget_ipc: float = 1.0
+    # the budget in bytes (spec 7), overriding budget_ipc; None: budget_ipc float32 images per class
+    budget_bytes: int | None = None
+    # how the kind's tensors are stored (spec 2.6): f32, f16, bf16, int8 (one scale per tensor), int8-row
+    # (one per row), or per tensor, e.g. 'bases=f16,addresses=int8'; the budget buys values at these sizes
+    storage_dtype: str = "f32"
+    # quantisation-aware distillation: every decode sees the values as stored (straight-through gradients);
+    # False: distil in float32, then quantise the result (post-training)
+    quant_aware: bool = False
     n_bases: int | None = None  # None: the budget rule (params.budget.default_n_bases)
     downsample: int | None = None  # None: the budget rule (params.budget.default_downsample)
     rank: int = 2
@@ -143,6 +153,11 @@ class DistillConfig:
     def kind(self) -> str:
         """The parameterization actually used (`parameterization`, else the method's)."""
         return self.parameterization or KIND_OF_METHOD.get(self.method, "memory")
+
+    @property
+    def storage(self) -> dict[str, TensorStorage]:
+        """Each stored tensor's dtype (`params.quant.parse_storage` of storage_dtype)."""
+        return parse_storage(self.storage_dtype, PARAMETERIZATIONS[self.kind].tensor_names)
 
     @property
     def method_name(self) -> str:
@@ -244,6 +259,19 @@ class DistillConfig:
         if not (isinstance(self.budget_ipc, (int, float)) and math.isfinite(self.budget_ipc)
                 and self.budget_ipc > 0):
             raise ValueError(f"budget_ipc must be a positive number, got {self.budget_ipc!r}")
+        if self.budget_bytes is not None:
+            _positive_int("budget_bytes", self.budget_bytes)
+        if not isinstance(self.storage_dtype, str):
+            raise ValueError(f"storage_dtype must be a string such as 'int8' or 'bases=f16,addresses=int8', "
+                             f"got {self.storage_dtype!r}")
+        try:
+            storage = self.storage
+        except ValueError as e:
+            raise ValueError(f"storage_dtype: {e}") from None
+        if self.quant_aware and (self.method == "random-real" or all(s.dtype == "f32" for s in storage.values())):
+            raise ValueError("quant_aware trains through the stored values: it needs an optimised method and a "
+                             f"storage_dtype other than f32 (got method {self.method!r}, storage_dtype "
+                             f"{self.storage_dtype!r})")
         for name in ("n_bases", "downsample"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
