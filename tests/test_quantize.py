@@ -74,7 +74,7 @@ def test_quantize_memory_bank_and_query_it(memory_bank):
     one_hot = torch.zeros(10)
     one_hot[3] = 1.0
     assert torch.equal(quantized.query(one_hot), quantized.decode(torch.arange(30, 40)))
-    dequantized = quantize_bank(quantized, "f32")  # an 8-bit bank can be stored again in float
+    dequantized = quantized.quantize("f32")  # an 8-bit bank can be stored again in float
     assert torch.equal(dequantized.decode(), quantized.decode())
 
 

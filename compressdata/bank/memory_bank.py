@@ -331,6 +331,14 @@ class MemoryBank:
 
         return extend_bank(self, name, labels, classes=classes, **tensors)
 
+    def quantize(self, dtype: str | dict[str, str]) -> MemoryBank:
+        """A new bank storing these values in `dtype` (f32, f16, bf16, int8, int8-row, or per tensor:
+        'bases=f16,addresses=int8'), with the decoded error in provenance["quantization"]; see
+        `compressdata.bank.quantize.quantize_bank`."""
+        from compressdata.bank.quantize import quantize_bank
+
+        return quantize_bank(self, dtype)
+
     def merge(self, other: MemoryBank, names: tuple[str, str] = ("a", "b")) -> MemoryBank:
         """This bank's examples followed by `other`'s, as one bank; see `compressdata.bank.grow.merge_banks`."""
         from compressdata.bank.grow import merge_banks

@@ -32,7 +32,7 @@ class Layout:
     rank: int = 0
     floats: int = 0
     bytes: int = 0
-    storage: Mapping[str, TensorStorage] = field(default_factory=dict)
+    storage: Mapping[str, TensorStorage] = field(default_factory=dict, hash=False)
 
     def describe(self) -> str:
         """One line for logs: the layout and the values and bytes it stores."""
