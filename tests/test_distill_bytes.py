@@ -55,6 +55,8 @@ def test_a_byte_budget_buys_four_times_the_values_in_8_bits(fashion_mnist_train)
     assert layout["bytes"] == int8.storage["bytes_stored"] and layout["storage"] == {"bases": "int8",
                                                                                      "addresses": "int8"}
     assert (int8.provenance["budget_bytes"], int8.provenance["budget_ipc"]) == (ONE_BYTE_IMAGE, 0.25)
+    hyper = int8.provenance["method"]["hyperparameters"]
+    assert hyper["budget_bytes"] == ONE_BYTE_IMAGE and "budget_ipc" not in hyper  # the budget given, only
     assert "quantization" not in f32.provenance and f32.storage_dtypes() == {"bases": "f32", "addresses": "f32"}
 
 

@@ -231,13 +231,16 @@ class DistillConfig:
 
     def recorded_hyperparameters(self) -> dict[str, Any]:
         """The resolved options that shaped the result, for the bank's provenance: not those that
-        may change on resume (except iterations), nor other objectives' or unused add-ons' options."""
+        may change on resume (except iterations), nor other objectives' or unused add-ons' options,
+        nor the budget not given (budget_ipc or budget_bytes)."""
         unused_prefixes = tuple(p for p, on in (
             ("mtt_", self.objective == "mtt"), ("dwa_", self.objective == "dwa"),
             ("gm_", self.objective == "gm"), ("mim_", self.mim_weight > 0),
             ("stream_", self.streaming), ("zca_", self.zca), ("dsa_", self.dsa)) if not on)
+        unused = {"budget_ipc"} if self.budget_bytes is not None else {"budget_bytes"}
         return {k: v for k, v in self.resolved().to_dict().items()
-                if (k not in RESUMABLE_CHANGES or k == "iterations") and not k.startswith(unused_prefixes)}
+                if (k not in RESUMABLE_CHANGES or k == "iterations") and not k.startswith(unused_prefixes)
+                and k not in unused}
 
     def validate(self) -> DistillConfig:
         """Raise ValueError naming the first bad option (what, expected, got); return self."""

@@ -54,7 +54,7 @@ BASES_SHARE = 0.5
 MIN_BASES_PER_CLASS = 2
 
 
-def budget_bytes_of(budget_ipc: float, n_classes: int, image_shape: tuple[int, int, int],
+def budget_bytes_of(budget_ipc: float | None, n_classes: int, image_shape: tuple[int, int, int],
                     budget_bytes: int | None = None) -> int:
     """The budget in bytes: `budget_bytes` when given, else the bytes of `budget_ipc` float32 images
     per class, 4 * floor(budget_ipc * C*H*W * n_classes)."""
@@ -64,7 +64,7 @@ def budget_bytes_of(budget_ipc: float, n_classes: int, image_shape: tuple[int, i
     return FLOAT32_BYTES * int(budget_ipc * c * h * w * n_classes)
 
 
-def default_downsample(budget_ipc: float, n_classes: int, image_shape: tuple[int, int, int], *,
+def default_downsample(budget_ipc: float | None, n_classes: int, image_shape: tuple[int, int, int], *,
                        budget_bytes: int | None = None, bases: TensorStorage = F32) -> int:
     """The smallest ds (1, 2, 4, ... dividing H and W) at which half the budget buys at least
     MIN_BASES_PER_CLASS bases per class; the coarsest such ds when none does."""
@@ -76,7 +76,7 @@ def default_downsample(budget_ipc: float, n_classes: int, image_shape: tuple[int
     return ds
 
 
-def default_n_bases(budget_ipc: float, n_classes: int, image_shape: tuple[int, int, int], downsample: int, *,
+def default_n_bases(budget_ipc: float | None, n_classes: int, image_shape: tuple[int, int, int], downsample: int, *,
                     budget_bytes: int | None = None, bases: TensorStorage = F32) -> int:
     """K: as many bases at `downsample`, stored as `bases`, as half the budget's bytes hold (at least 1)."""
     c, h, w = image_shape
@@ -86,7 +86,7 @@ def default_n_bases(budget_ipc: float, n_classes: int, image_shape: tuple[int, i
 
 def layout_for_budget(
     kind: str,
-    budget_ipc: float,
+    budget_ipc: float | None,
     n_classes: int,
     image_shape: tuple[int, int, int],
     n_bases: int | None = None,
@@ -96,15 +96,16 @@ def layout_for_budget(
     budget_bytes: int | None = None,
     storage: Mapping[str, TensorStorage] | None = None,
 ) -> Layout:
-    """The largest layout of `kind` whose stored tensors fit the budget: `budget_bytes` when given,
-    else `budget_ipc` float32 images per class; `storage` gives each tensor's dtype (f32 when absent).
+    """The largest layout of `kind` whose stored tensors fit the budget: `budget_bytes` when given
+    (budget_ipc is then ignored, None allowed), else `budget_ipc` float32 images per class; `storage`
+    gives each tensor's dtype (f32 when absent).
 
     memory: K bases [C, h, w] + r*n_classes address rows [K] (the official `Img_per_Cls_budget.py`
     rule, in bytes); `downsample` and `n_bases` left as None follow `default_downsample` and
     `default_n_bases`. lowrank: per example C*H*rank + C*rank*W values; pixels: C*H*W per example.
     """
     c, h, w = image_shape
-    if budget_bytes is None and not budget_ipc > 0:
+    if budget_bytes is None and not (budget_ipc is not None and budget_ipc > 0):
         raise ValueError(f"budget_ipc must be positive, got {budget_ipc}")
     if budget_bytes is not None and not (isinstance(budget_bytes, int) and budget_bytes > 0):
         raise ValueError(f"budget_bytes must be a positive integer, got {budget_bytes!r}")
