@@ -86,6 +86,33 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from compressdata.bank.quantize import quantize_bank
+    from compressdata.errors import UsageError
+    from compressdata.loading import load_memory_bank, save_memory_bank
+
+    out = Path(args.out)
+    if out.is_dir() or not out.parent.is_dir():
+        raise UsageError(f"--out {out}: expected a file path in an existing folder")
+    if out.exists() and not args.force:
+        raise UsageError(f"--out {out} exists; pass --force to overwrite it")
+    bank = load_memory_bank(args.bank)
+    quantized = quantize_bank(bank, args.dtype)
+    save_memory_bank(quantized, out)
+    record = quantized.provenance["quantization"]
+    before, after = bank.storage["bytes_stored"], quantized.storage["bytes_stored"]
+    dtypes = ", ".join(f"{name} {dtype}" for name, dtype in quantized.storage_dtypes().items())
+    print(terminal_text(f"wrote {out}: {dtypes}; {after} bytes stored (was {before}, x{after / before:.3f}), "
+                        f"IPC {quantized.storage['ipc_equivalent_uint8']:g} in 8-bit images"))
+    error = record["decoded_error"]
+    print(f"decoded error: RMSE {error['rmse']:.4g} ({100 * error['relative_rmse']:.2f} % of the decoded values' "
+          f"std), max abs {error['max_abs']:.4g}")
+    if bank.evaluations:
+        print(f"note: the {len(bank.evaluations)} recorded evaluation(s) measured the unquantised values and were "
+              f"dropped; evaluate the new bank with: compressdata evaluate {out} --record")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
     from compressdata.continual.cli import add_continual_commands
@@ -132,6 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "DD-Ranking (ddranking) or MTT-style evaluation code (mtt) load (docs/interop.md)")
     p.add_argument("--maxcount", type=int, default=10_000, help="samples per webdataset shard")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("quantize", help="store a bank in fewer bytes (f16, bf16, or 8-bit with a scale and zero "
+                                        "point) and report the error of its decoded examples")
+    p.add_argument("bank", help="bank file or Hub id")
+    p.add_argument("--dtype", required=True,
+                   help="f32, f16, bf16, int8 (one scale and zero point per tensor) or int8-row (one per row), for "
+                        "every stored tensor, or per tensor: 'bases=f16,addresses=int8' (others f32)")
+    p.add_argument("-o", "--out", required=True, help="bank file to write (.safetensors)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.set_defaults(func=_cmd_quantize)
 
     add_distill_commands(sub)
     add_evaluate_commands(sub)

@@ -12,19 +12,25 @@ from typing import Any
 
 import torch
 
-from compressdata.bank.format import OPTIONAL_TENSORS, TASKS_SINCE, check_tasks, version_tuple
+from compressdata.bank.format import OPTIONAL_TENSORS, TASKS_SINCE, check_tasks, storage_accounting, version_tuple
 from compressdata.bank.io import BankHeader
-from compressdata.bank.memory_bank import MemoryBank, decode_limit, decode_memory, format_bytes
+from compressdata.bank.memory_bank import MemoryBank, decode_limit, decode_memory, format_bytes, storage_dtypes
 from compressdata.bank.metadata import EvaluationResult, Normalization, TrainingRecipe
 from compressdata.errors import BankFormatError
 from compressdata.params import PARAMETERIZATIONS
 from compressdata.params.base import DecodeMemory
+from compressdata.params.quant import scale_name, zero_point_name
 from compressdata.safe_text import terminal_text
 
 
 def describe_decode_memory(bank: MemoryBank) -> str:
     """One line: the working memory a decode needs (spec 4.7) and the largest batch within the limit."""
     return _decode_memory_line(bank.decode_memory(pixels=True), len(bank))
+
+
+def describe_bytes(bank: MemoryBank) -> str:
+    """One line: the budget bytes and the images per class they equal, the dtypes, the file's data bytes."""
+    return _bytes_line(bank.storage, bank.storage_dtypes())
 
 
 def describe_bank(bank: MemoryBank) -> str:
@@ -44,14 +50,16 @@ def describe_bank_header(header: BankHeader) -> str:
 
 def _describe(meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], class_counts: list[int] | None,
               checksum: str) -> str:
-    kind, storage, classes = meta["kind"], meta["storage"], meta["classes"]
+    kind, classes = meta["kind"], meta["classes"]
     c, h, w = meta["image_shape"]
-    order = [*PARAMETERIZATIONS[kind].tensor_names, *OPTIONAL_TENSORS]
+    storage = storage_accounting(kind, tensors, (c, h, w), len(classes))  # as checked against the recorded
+    stored_names = PARAMETERIZATIONS[kind].tensor_names
+    order = [*stored_names, *(f(n) for n in stored_names for f in (scale_name, zero_point_name)), *OPTIONAL_TENSORS]
     normalization = Normalization.from_dict(meta["normalization"], dict(tensors))
     zca = meta["normalization"].get("zca") is not None
     recipe = TrainingRecipe.from_dict(meta.get("recipe", {}))
-    shapes = {name: tuple(tensors[name].shape) for name in PARAMETERIZATIONS[kind].tensor_names}
-    memory = decode_memory(kind, shapes, (c, h, w), zca, pixels=True)
+    stored = {name: t for name, t in tensors.items() if name not in OPTIONAL_TENSORS}
+    memory = decode_memory(kind, stored, (c, h, w), zca, pixels=True)
     lines = [
         f"kind:          {kind}",
         f"examples:      {storage['examples']} of shape [{c}, {h}, {w}] ({meta['label_space']} labels)",
@@ -66,6 +74,7 @@ def _describe(meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], clas
         f"classes ({len(classes)}): {', '.join(names)}",
         f"storage:       {storage['floats_stored']} floats = {storage['ipc_equivalent']:g} images per class "
         f"(+ {storage['label_values']} label values)",
+        f"bytes:         {_bytes_line(storage, storage_dtypes(tensors, stored_names))}",
         f"normalization: mean {normalization.mean}, std {normalization.std}"
         + (f", ZCA (reg {normalization.zca_regularization})" if zca else ""),
         "recipe:        " + ", ".join(f"{k}={v}" for k, v in recipe.to_dict().items()),
@@ -98,6 +107,13 @@ def _tasks(meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> list
     except BankFormatError:
         return []
     return tasks
+
+
+def _bytes_line(storage: Mapping[str, Any], dtypes: Mapping[str, str]) -> str:
+    named = ", ".join(f"{name} {dtype}" for name, dtype in dtypes.items())
+    return (f"{storage['bytes_stored']} stored ({named}) = {storage['ipc_equivalent_uint8']:g} 8-bit or "
+            f"{storage['ipc_equivalent_float32']:g} float32 images per class; "
+            f"{sum(storage['tensor_bytes'].values())} in all tensors (labels included)")
 
 
 def _decode_memory_line(memory: DecodeMemory, examples: int) -> str:

@@ -97,14 +97,23 @@ def spec_checksum(entries: dict[str, dict[str, Any]]) -> str:
 
 
 def spec_storage(entries: dict[str, dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
-    """Storage accounting (spec 3.10): the kind's floats, label values, examples, IPC equivalent."""
+    """Storage accounting (spec 3.10): the kind's floats, label values, examples, IPC equivalent, and
+    (1.2) the budget bytes (per-row scales and zero points included), every tensor's bytes and the
+    8-bit and float32 image equivalents."""
     names = [n for n in KIND_TENSORS[meta["kind"]] if n in entries]
     floats = sum(math.prod(entries[n]["shape"]) for n in names)
     c, h, w = meta["image_shape"]
+    image = c * h * w * len(meta["classes"])
+    parts = [p for n in names for p in (n, f"{n}.scale", f"{n}.zero_point") if p in entries]
+    budget = sum(len(entries[p]["raw"]) for p in parts if p in names or math.prod(entries[p]["shape"]) > 1)
     return {"floats_stored": floats,
             "label_values": math.prod(entries["labels"]["shape"]) if "labels" in entries else 0,
             "examples": entries[ROW_TENSOR[meta["kind"]]]["shape"][0] if ROW_TENSOR[meta["kind"]] in entries else 0,
-            "ipc_equivalent": round(floats / (c * h * w * len(meta["classes"])), 6)}
+            "ipc_equivalent": round(floats / image, 6),
+            "bytes_stored": budget,
+            "tensor_bytes": {name: len(e["raw"]) for name, e in entries.items()},
+            "ipc_equivalent_uint8": round(budget / image, 6),
+            "ipc_equivalent_float32": round(budget / (4 * image), 6)}
 
 
 def raw(values: Any, dtype: str) -> bytes:
@@ -619,7 +628,8 @@ def test_extra_tensor_r30(tmp_path, valid, name):
 
 
 @pytest.mark.parametrize("name, dtype, fragment", [
-    pytest.param("bases", "I64", "tensor 'bases': expected dtype in ['float32', 'float16', 'bfloat16'], got int64",
+    pytest.param("bases", "I64",
+                 "tensor 'bases': expected dtype in ['float32', 'float16', 'bfloat16', 'int8'], got int64",
                  id="R31-bases"),
     pytest.param("addresses", "I64", "tensor 'addresses': expected dtype in", id="R31-addresses"),
     pytest.param("labels", "F32", "tensor 'labels': expected dtype in ['int64'], got float32", id="R41"),

@@ -26,6 +26,7 @@ from compressdata import (
     load_memory_bank,
     save_memory_bank,
 )
+from compressdata.bank.quantize import quantize_bank
 from compressdata.summary import describe_bank
 
 FUZZ = settings(max_examples=200, deadline=timedelta(seconds=2), database=None,
@@ -53,6 +54,9 @@ def small_banks() -> dict[str, MemoryBank]:
             labels=torch.randn(6, 3, generator=g), label_space="logits", classes=CLASSES),
         "pixels-zca": MemoryBank(pixels=torch.randn(4, 1, 3, 3, generator=g), labels=torch.tensor([0, 1, 2, 0]),
                                  classes=CLASSES, normalization=zca),
+        "memory-int8": quantize_bank(MemoryBank(
+            bases=torch.randn(3, 1, 4, 4, generator=g), addresses=torch.randn(6, 3, generator=g),
+            labels=torch.arange(6) % 3, classes=CLASSES, image_size=(8, 8)), "int8,addresses=int8-row"),
     }
 
 

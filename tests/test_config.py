@@ -34,7 +34,7 @@ def _flag_actions():
 def test_every_flag_has_help_and_shows_its_default():
     parser = build_distill_parser()
     actions = _flag_actions()
-    assert len(actions) == 7 + 67  # out, force, method, objective, checkpoints, final_eval_networks, progress
+    assert len(actions) == 7 + 70  # out, force, method, objective, checkpoints, final_eval_networks, progress
     text = parser.format_help()
     for action in actions:
         assert action.help and len(action.help) > 8, action.dest
@@ -44,10 +44,12 @@ def test_every_flag_has_help_and_shows_its_default():
 
 
 def test_the_flat_names_are_those_of_0_1_0():
-    """to_dict keeps every key (and default) that compressdata 0.1.0 recorded."""
-    assert DistillConfig().to_dict() == json.loads((FIXTURES / "distill-config.json").read_text())
+    """to_dict keeps every key (and default) that compressdata 0.1.0 recorded; later options only add keys."""
+    flat, old = DistillConfig().to_dict(), json.loads((FIXTURES / "distill-config.json").read_text())
+    assert {k: flat[k] for k in old} == old
+    assert sorted(set(flat) - set(old)) == ["budget_bytes", "quant_aware", "storage_dtype"]
     saved = json.loads((FIXTURES / "run-config.json").read_text())
-    assert DistillConfig.from_dict(saved).to_dict() == saved
+    assert DistillConfig.from_dict(saved).to_dict() == {**flat, **saved}
     with pytest.raises(ConfigError, match=r"unknown distill options \['nope'\]"):
         DistillConfig.from_dict({"nope": 1})
 
@@ -185,7 +187,8 @@ def test_a_bank_written_by_0_1_0_loads_with_the_flat_provenance():
     config = DistillConfig.from_dict(json.loads((FIXTURES / "run-config.json").read_text()))
     expected = config.recorded_hyperparameters()
     expected.update(n_bases=hyper["n_bases"], downsample=hyper["downsample"])  # the layout the budget rule picked
-    assert hyper == json.loads(json.dumps(expected))
+    assert sorted(set(expected) - set(hyper)) == ["quant_aware", "storage_dtype"]  # options added since 0.1.0
+    assert hyper == json.loads(json.dumps({k: v for k, v in expected.items() if k in hyper}))
     assert DistillConfig.from_dict({**config.to_dict(), **{k: v for k, v in hyper.items()
                                                              if k not in ("n_bases", "downsample")}})
 

@@ -22,6 +22,7 @@ from compressdata.distiller.experts import EXPERT
 from compressdata.distiller.teacher import TEACHER
 from compressdata.errors import BankFormatError, CheckpointError, FileFormatError, MissingFileError
 from compressdata.evaluate.full_data import REFERENCE_FILE
+from compressdata.summary import describe_bank
 
 RUN_KINDS = {"checkpoint": CHECKPOINT, "expert": EXPERT, "teacher": TEACHER, "reference": REFERENCE_FILE}
 
@@ -175,3 +176,19 @@ def test_a_bank_header_is_checked_without_the_tensor_values(tmp_path):
     with pytest.raises(BankFormatError, match="storage.examples") as info:
         read_bank_header(path)
     assert info.value.path == str(path)
+
+
+@pytest.mark.parametrize("dtype", ["f16", "int8", "bases=int8-row,addresses=int8"])
+def test_inspect_from_the_header_reports_what_the_loaded_bank_does(dtype, tmp_path, capsys):
+    """The header-only report equals the loaded bank's, but for the examples per class and the checksum's
+    verification, whatever the storage dtypes (8-bit scales and zero points included)."""
+    path = tmp_path / "bank.safetensors"
+    _bank().quantize(dtype).save(path)
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    bank = load_memory_bank(path)
+    recorded = f"{bank.checksum()} (as recorded; compressdata validate verifies it)"
+    counts = ", ".join(f"{name} (4)" for name in bank.classes)
+    assert out == describe_bank(bank).replace(counts, ", ".join(bank.classes)).replace(bank.checksum(), recorded) + "\n"
+    assert "8-bit" in out and (dtype == "f16") == ("int8" not in out)
+

@@ -53,7 +53,7 @@ def test_extend_keeps_old_examples_bit_identical_and_storage_exact(tmp_path, dty
     path = tmp_path / "grown.safetensors"
     save_memory_bank(grown, path)
     again = load_memory_bank(path)
-    assert again.tasks == grown.tasks and again.metadata()["format_version"] == "1.1"
+    assert again.tasks == grown.tasks and again.metadata()["format_version"] == "1.2"
     assert torch.equal(again.decode(rows), old.decode(rows))
     assert again.task_rows("t1") == slice(12, 15)
     assert "task t1: rows 12..14, bases 5..6 (c, d)" in describe_bank(again)

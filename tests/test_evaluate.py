@@ -186,7 +186,7 @@ def test_recipe_network_shape_is_used_and_saved(tmp_path, train50, test2000):
     bank.save(tmp_path / "b.safetensors")
     loaded = MemoryBank.from_file(tmp_path / "b.safetensors")
     assert loaded.recipe.network_options() == {"width": 7, "depth": 2}
-    assert loaded.metadata()["format_version"] == "1.1"
+    assert loaded.metadata()["format_version"] == "1.2"
     result = evaluate_bank(loaded, test2000, networks=1, progress=False)
     assert (result.extra["width"], result.extra["depth"]) == (7, 2)
     wider = evaluate_bank(loaded, test2000, networks=1, width=9, progress=False)

@@ -23,6 +23,7 @@ from compressdata import (
     load_memory_bank,
     save_memory_bank,
 )
+from compressdata.bank.quantize import quantize_bank
 from compressdata.params import layout_for_budget
 
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -336,23 +337,32 @@ def test_save_creates_missing_parent_folders(tmp_path):
 # ---- storage accounting --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case, floats, label_values", [
-    ("memory", 8 * 1 * 14 * 14 + 30 * 8, 30),
-    ("memory-f16", 8 * 1 * 14 * 14 + 30 * 8, 30),
-    ("probabilities", 8 * 1 * 14 * 14 + 30 * 8, 30 * 10),
-    ("pixels", 30 * 28 * 28, 30),
-    ("lowrank", 30 * 1 * 28 * 2 + 30 * 1 * 2 * 28, 30),
-    ("rgb", 6 * 3 * 16 * 16 + 30 * 6, 30),
-    ("zca", 30 * 8 * 8, 30),
+@pytest.mark.parametrize("case, floats, budget_bytes, label_values", [
+    ("memory", 8 * 1 * 14 * 14 + 30 * 8, 4 * (8 * 14 * 14 + 30 * 8), 30),
+    ("memory-f16", 8 * 1 * 14 * 14 + 30 * 8, 2 * 8 * 14 * 14 + 4 * 30 * 8, 30),
+    ("probabilities", 8 * 1 * 14 * 14 + 30 * 8, 4 * (8 * 14 * 14 + 30 * 8), 30 * 10),
+    ("pixels", 30 * 28 * 28, 4 * 30 * 28 * 28, 30),
+    ("lowrank", 30 * 1 * 28 * 2 + 30 * 1 * 2 * 28, 4 * 3360, 30),
+    ("rgb", 6 * 3 * 16 * 16 + 30 * 6, 4 * 4788, 30),
+    ("zca", 30 * 8 * 8, 4 * 30 * 8 * 8, 30),
+    # 8-bit: per-tensor scale and zero point not counted, per-row ones 5 bytes a row
+    ("memory:bases=int8,addresses=int8-row", 8 * 1 * 14 * 14 + 30 * 8, 8 * 14 * 14 + 30 * 8 + 30 * 5, 30),
 ])
-def test_storage_accounting_is_exact(tmp_path, case, floats, label_values):
-    bank = make_bank(case)
+def test_storage_accounting_is_exact(tmp_path, case, floats, budget_bytes, label_values):
+    kind, _, dtype = case.partition(":")
+    bank = make_bank(kind) if not dtype else quantize_bank(make_bank(kind), dtype)
     c, h, w = bank.image_shape
+    image = c * h * w * 10
     expected = {"floats_stored": floats, "label_values": label_values, "examples": 30,
-                "ipc_equivalent": round(floats / (c * h * w * 10), 6)}
+                "ipc_equivalent": round(floats / image, 6), "bytes_stored": budget_bytes,
+                "tensor_bytes": {name: t.numel() * t.element_size() for name, t in bank.all_tensors().items()},
+                "ipc_equivalent_uint8": round(budget_bytes / image, 6),
+                "ipc_equivalent_float32": round(budget_bytes / (4 * image), 6)}
     assert bank.storage == expected
     save_memory_bank(bank, tmp_path / "bank.safetensors")
     assert file_metadata(tmp_path / "bank.safetensors")["storage"] == expected
+    assert sum(expected["tensor_bytes"].values()) == len((tmp_path / "bank.safetensors").read_bytes()) - 8 - \
+        int.from_bytes((tmp_path / "bank.safetensors").read_bytes()[:8], "little")
 
 
 def test_storage_of_a_budgeted_memory_layout():

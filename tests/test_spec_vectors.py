@@ -46,13 +46,17 @@ def assert_close(actual: torch.Tensor, block: dict, what: str) -> None:
 
 
 def test_vectors_cover_the_spec() -> None:
-    """Each kind, both soft label spaces, F16 and BF16, ds > 1 in both modes, ZCA, a newer minor."""
+    """Each kind, both soft label spaces, F16, BF16 and I8 (per tensor and per row), ds > 1 in both
+    modes, ZCA, earlier versions and a newer minor."""
     valid = [DOCS[n] for n in VALID]
     assert {d["kind"] for d in valid} == {"memory", "pixels", "lowrank"}
     assert {d["label_space"] for d in valid} == {"index", "probabilities", "logits"}
     headers = {n: _header(VECTORS / DOCS[n]["file"]) for n in VALID}
     dtypes = {e["dtype"] for h in headers.values() for k, e in h.items() if k != "__metadata__"}
-    assert {"F32", "F16", "BF16", "I64"} <= dtypes
+    assert {"F32", "F16", "BF16", "I64", "I8"} <= dtypes
+    scales = [e["shape"] for h in headers.values() for k, e in h.items() if k.endswith(".scale")]
+    assert [1] in scales and any(s[0] > 1 for s in scales), "8-bit vectors per tensor and per row"
+    assert {"1.0", "1.1"} <= {d["format_version"] for d in valid}, "files of earlier versions"
     upsampled = {DOCS[n]["upsample"] for n in VALID
                  if DOCS[n]["kind"] == "memory" and DOCS[n]["image_shape"][1:] != headers[n]["bases"]["shape"][2:]}
     assert upsampled == {"bilinear", "nearest"}

@@ -64,6 +64,7 @@ def base_banks() -> dict[str, Any]:
     import torch
 
     from compressdata import EvaluationResult, MemoryBank, Normalization, TrainingRecipe
+    from compressdata.bank.quantize import quantize_bank
 
     g = torch.Generator().manual_seed(0)
     classes = ["tee", "trouser", "bag"]
@@ -92,6 +93,9 @@ def base_banks() -> dict[str, Any]:
             recipe=TrainingRecipe(label_loss="kl_divergence", label_temperature=2.0, extra={"x_note": [1, {"a": 2}]})),
         "zca": MemoryBank(pixels=torch.randn(4, 1, 3, 3, generator=g), labels=torch.tensor([0, 1, 2, 0]),
                           classes=classes, normalization=zca, extra_metadata={"x_future": {"k": [1.5, None]}}),
+        "memory-int8": quantize_bank(MemoryBank(
+            bases=torch.randn(3, 1, 4, 4, generator=g), addresses=torch.randn(6, 3, generator=g),
+            labels=torch.arange(6) % 3, classes=classes, image_size=(8, 8)), "int8,addresses=int8-row"),
     }
 
 
@@ -141,8 +145,9 @@ def byte_corruption(rng: random.Random, data: bytes) -> bytes:
 
 
 PLAUSIBLE = ["memory", "pixels", "lowrank", "index", "probabilities", "logits", "bilinear", "nearest", "1.0", "1.9",
-             "2.0", "01.1", "F32", "F16", "BF16", "I64", "sha256-tensors-v1", 0, 1, 2, 3, -1, 4, 6, 12, 2**31, 2**63,
-             10**400, 0.5, 2.0, 1e308, True, False, None, [1, 12, 12], [0, 0], [], {}, "", "\x00", "\u202e"]
+             "2.0", "01.1", "F32", "F16", "BF16", "I64", "I8", "U8", "sha256-tensors-v1", 0, 1, 2, 3, -1, 4, 6, 12,
+             2**31, 2**63, 10**400, 0.5, 2.0, 1e308, True, False, None, [1, 12, 12], [0, 0], [], {}, "", "\x00",
+             "\u202e"]
 
 
 def random_value(rng: random.Random, depth: int = 0) -> Any:

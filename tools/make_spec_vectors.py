@@ -1,4 +1,4 @@
-"""Regenerate the memory-bank test vectors in spec/vectors/ (spec/memory-bank.md, version 1.1).
+"""Regenerate the memory-bank test vectors in spec/vectors/ (spec/memory-bank.md, version 1.2).
 
 Deterministic: fixed seeds, no clocks, so running it twice writes identical bytes. Independent of
 the library on purpose: files, checksums, storage and expected decoded values are produced here
@@ -28,11 +28,13 @@ CHECKSUM_ALGORITHM = "sha256-tensors-v1"
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 CREATED = "2025-01-01T00:00:00+00:00"
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "spec" / "vectors"
-WRITER_VERSION = "1.1"  # the version this spec defines and a writer writes
+WRITER_VERSION = "1.2"  # the version this spec defines and a writer writes
+BYTES_SINCE = (1, 2)  # storage counts bytes from this version on (spec 3.10)
 
 # Canonical data order (spec section 2.4): by dtype in this order, then by name.
-DTYPE_ORDER = {"I64": 0, "F32": 1, "I32": 2, "BF16": 3, "F16": 4}
-NUMPY_DTYPES = {"F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4"}
+DTYPE_ORDER = {"I64": 0, "F32": 1, "I32": 2, "BF16": 3, "F16": 4, "I8": 5, "U8": 6}
+NUMPY_DTYPES = {"F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I8": "<i1", "U8": "<u1"}
+DTYPE_BYTES = {"F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I8": 1, "U8": 1}
 
 
 # ---- tensors ---------------------------------------------------------------------------------
@@ -54,8 +56,44 @@ def store(values: np.ndarray, dtype: str) -> Stored:
         decoded = (bits.astype(np.uint32) << 16).view(np.float32)
         return Stored(dtype, values.shape, bits.astype("<u2").tobytes(), decoded.astype(np.float64))
     arr = values.astype(NUMPY_DTYPES[dtype])
-    exact = arr.astype(np.int64 if dtype in ("I64", "I32") else np.float64)
+    exact = arr.astype(np.int64 if dtype in ("I64", "I32", "I8", "U8") else np.float64)
     return Stored(dtype, values.shape, arr.tobytes(), exact)
+
+
+def quantized(values: np.ndarray, per_row: bool, name: str) -> dict[str, Stored]:
+    """8-bit storage of float values (spec 2.6): codes, scale and zero point per tensor or per row.
+    The group's range [min(x, 0), max(x, 0)] over 255 steps; any valid choice decodes by the spec."""
+    x = np.asarray(values, dtype=np.float64)
+    groups = x.reshape(x.shape[0], -1) if per_row else x.reshape(1, -1)
+    low, high = np.minimum(groups.min(1), 0.0), np.maximum(groups.max(1), 0.0)
+    scale = ((high - low) / 255.0).astype(np.float32)
+    scale[scale == 0] = 1.0
+    zero_point = np.clip(-128 - np.round(low / scale), -128, 127)
+    codes = np.clip(np.round(groups / scale[:, None]) + zero_point[:, None], -128, 127)
+    return {name: store(codes.reshape(x.shape), "I8"), f"{name}.scale": store(scale, "F32"),
+            f"{name}.zero_point": store(zero_point, "I8")}
+
+
+def stored_as(values: np.ndarray, dtype: str, name: str) -> dict[str, Stored]:
+    """Tensor `name` stored as F32, F16, BF16, I8 (one scale) or I8-row (a scale per row)."""
+    if dtype.startswith("I8"):
+        return quantized(values, dtype == "I8-row", name)
+    return {name: store(values, dtype)}
+
+
+def dequantize(tensors: dict[str, Stored], name: str) -> np.ndarray:
+    """float64 copies of the float32 values an I8 tensor decodes to: scale[g] * (q - zero_point[g]),
+    the product rounded once to binary32 (numpy's float32 multiply), g the row or 0."""
+    q = tensors[name].values
+    view = (-1,) + (1,) * (q.ndim - 1)
+    scale = tensors[f"{name}.scale"].values.astype(np.float32).reshape(view)
+    zero_point = tensors[f"{name}.zero_point"].values.reshape(view)
+    return ((q - zero_point).astype(np.float32) * scale).astype(np.float64)
+
+
+def value(tensors: dict[str, Stored], name: str) -> np.ndarray:
+    """The float values of stored tensor `name` (I8 dequantised)."""
+    return dequantize(tensors, name) if tensors[name].dtype == "I8" else tensors[name].values
 
 
 def bf16_bits(x: np.ndarray) -> np.ndarray:
@@ -113,17 +151,38 @@ KIND_TENSORS = {"memory": ("bases", "addresses"), "pixels": ("pixels",), "lowran
 EXAMPLE_AXIS_TENSOR = {"memory": "addresses", "pixels": "pixels", "lowrank": "lowrank_u"}  # dim 0 is N
 
 
-def storage(kind: str, tensors: dict[str, Stored], chw: tuple[int, int, int], n_classes: int) -> dict[str, Any]:
-    """Storage accounting (spec section 3.10); a missing tensor (an invalid vector) counts as empty."""
+def nbytes(t: Stored) -> int:
+    return int(np.prod(t.shape)) * DTYPE_BYTES[t.dtype]
+
+
+def storage(kind: str, tensors: dict[str, Stored], chw: tuple[int, int, int], n_classes: int,
+            version: str = WRITER_VERSION) -> dict[str, Any]:
+    """Storage accounting (spec section 3.10), the byte members from 1.2 on; a missing tensor (an
+    invalid vector) counts as empty."""
     floats = sum(int(np.prod(tensors[n].shape)) for n in KIND_TENSORS[kind] if n in tensors)
     examples = tensors[EXAMPLE_AXIS_TENSOR[kind]].shape[0] if EXAMPLE_AXIS_TENSOR[kind] in tensors else 0
     c, h, w = chw
-    return {
+    image = c * h * w * n_classes
+    out = {
         "floats_stored": floats,
         "label_values": int(np.prod(tensors["labels"].shape)),
         "examples": int(examples),
-        "ipc_equivalent": round(floats / (c * h * w * n_classes), 6),
+        "ipc_equivalent": round(floats / image, 6),
     }
+    if tuple(int(p) for p in version.split(".")) < BYTES_SINCE:
+        return out
+    budget = 0  # the kind's tensors and their per-row (more than one value) scales and zero points
+    for name in KIND_TENSORS[kind]:
+        for part in (name, f"{name}.scale", f"{name}.zero_point"):
+            if part in tensors and (part == name or int(np.prod(tensors[part].shape)) > 1):
+                budget += nbytes(tensors[part])
+    out.update({
+        "bytes_stored": budget,
+        "tensor_bytes": {name: nbytes(t) for name, t in tensors.items()},
+        "ipc_equivalent_uint8": round(budget / image, 6),
+        "ipc_equivalent_float32": round(budget / (4 * image), 6),
+    })
+    return out
 
 
 # ---- decoding (spec section 4), in float64 from the stored values ---------------------------------
@@ -159,10 +218,10 @@ def upsample(x: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
 def decode(kind: str, t: dict[str, Stored], chw: tuple[int, int, int], mode: str) -> np.ndarray:
     """Every example, float64 [N, C, H, W], in the bank's (normalised) space."""
     if kind == "pixels":
-        return t["pixels"].values
+        return value(t, "pixels")
     if kind == "lowrank":
-        return t["lowrank_u"].values @ t["lowrank_v"].values
-    bases, addresses = t["bases"].values, t["addresses"].values
+        return value(t, "lowrank_u") @ value(t, "lowrank_v")
+    bases, addresses = value(t, "bases"), value(t, "addresses")
     k, c, h, w = bases.shape
     x = (addresses @ bases.reshape(k, c * h * w)).reshape(-1, c, h, w)
     return upsample(x, chw[1:], mode)
@@ -232,7 +291,7 @@ class Bank:
             "recipe": self.recipe or default_recipe(self.label_space),
             "provenance": self.provenance,
             "evaluations": self.evaluations,
-            "storage": storage(self.kind, self.tensors, self.image_shape, len(self.classes)),
+            "storage": storage(self.kind, self.tensors, self.image_shape, len(self.classes), self.format_version),
             "checksum": {"algorithm": CHECKSUM_ALGORITHM, "value": checksum(self.tensors)},
         }
         if self.kind == "memory":
@@ -275,8 +334,8 @@ def memory_bank(seed: int, k: int, c: int, hw: tuple[int, int], image_hw: tuple[
                 label_space: str = "index", **kw: Any) -> Bank:
     rng = np.random.default_rng(seed)
     tensors = {
-        "bases": store(uniform(rng, (k, c, *hw)), dtype),
-        "addresses": store(uniform(rng, (n, k), 0.5), address_dtype),
+        **stored_as(uniform(rng, (k, c, *hw)), dtype, "bases"),
+        **stored_as(uniform(rng, (n, k), 0.5), address_dtype, "addresses"),
         "labels": hard_labels(n, n_classes) if label_space == "index" else soft_labels(rng, n, n_classes, label_space),
     }
     ds = image_hw[0] // hw[0]
@@ -332,10 +391,13 @@ def valid_banks() -> dict[str, tuple[Bank, str]]:
         zca_bank(13, rotate=True),
         "pixels whitened by a non-symmetric matrix (ZCA times a rotation): pins the orientation "
         "x = (flat - zca_mean) @ zca_whiten")
-    newer_minor = memory_bank(12, 2, 1, (2, 2), (4, 4), 2, 2, format_version="1.2",
-                              extra={"x_from_1_2": [1, 2, 3]})
-    banks["memory_minor_1_2"] = (newer_minor, "format_version 1.2 with an unknown key: a 1.1 reader must "
+    newer_minor = memory_bank(12, 2, 1, (2, 2), (4, 4), 2, 2, format_version="1.3",
+                              extra={"x_from_1_3": [1, 2, 3]})
+    banks["memory_minor_1_3"] = (newer_minor, "format_version 1.3 with an unknown key: a 1.2 reader must "
                                               "accept it (newer minor version)")
+    before_bytes = memory_bank(17, 2, 1, (2, 2), (4, 4), 3, 3, format_version="1.1")
+    banks["memory_1_1_without_bytes"] = (before_bytes, "format_version 1.1: storage without the byte members of "
+                                                       "1.2, which a reader computes but does not require")
     banks["memory_tasks"] = (tasks_bank(), "memory grown by two tasks: the second adds a class and a basis; "
                                            "the first task's addresses are 0 on it (spec 3.11)")
     domain = pixels_bank(14, "F32", 1, (3, 3), 4, 2, "index")
@@ -347,16 +409,31 @@ def valid_banks() -> dict[str, tuple[Bank, str]]:
                          extra={"tasks": "reserved in 1.0: any value"})
     banks["memory_1_0_opaque_tasks"] = (legacy, "format_version 1.0 with a 'tasks' value that is not 1.1 task "
                                                 "metadata: must load (tasks is checked from 1.1 on)")
+    banks["memory_int8"] = (
+        memory_bank(18, 3, 1, (3, 3), (6, 6), 5, 2, dtype="I8", address_dtype="I8-row",
+                    normalization={"mean": [0.286], "std": [0.353], "zca": None}),
+        "memory, 8-bit bases with one scale and zero point (per tensor, not counted in bytes_stored) and 8-bit "
+        "addresses with one per row (counted), bilinear x2 (spec 2.6)")
+    banks["pixels_int8_row"] = (
+        pixels_bank(19, "I8-row", 2, (3, 4), 4, 2, "index"),
+        "pixels, 8-bit with a scale and zero point per example, 2 channels 3x4")
+    banks["lowrank_int8_f16"] = (
+        lowrank_bank(20, "I8", 1, (5, 6), 2, 3, 3, "probabilities", v_dtype="F16"),
+        "lowrank, 8-bit lowrank_u (one scale) with F16 lowrank_v, soft labels")
+    banks["memory_tasks_int8"] = (
+        tasks_bank(address_dtype="I8-row"),
+        "the memory_tasks bank with 8-bit addresses (a scale per row): the first task's rows are 0 on the "
+        "second task's basis because their code equals their zero point (spec 3.11, 2.6)")
     return banks
 
 
-def tasks_bank() -> Bank:
+def tasks_bank(address_dtype: str = "F32") -> Bank:
     """memory, K=3, N=4, classes [0, 0, 1, 1]: task t0 (class 0, rows 0-1, bases 0-1) and t1 (class 1,
     rows 2-3, adds basis 2); rows of t0 are 0 on basis 2."""
     rng = np.random.default_rng(16)
     addresses = uniform(rng, (4, 3), 0.5)
     addresses[:2, 2] = 0.0
-    tensors = {"bases": store(uniform(rng, (3, 1, 2, 2)), "F32"), "addresses": store(addresses, "F32"),
+    tensors = {"bases": store(uniform(rng, (3, 1, 2, 2)), "F32"), **stored_as(addresses, address_dtype, "addresses"),
                "labels": store(np.array([0, 0, 1, 1]), "I64")}
     tasks = [{"name": "t0", "classes": [0], "rows": [0, 2], "bases": [0, 2]},
              {"name": "t1", "classes": [1], "rows": [2, 4], "bases": [2, 3]}]
@@ -371,18 +448,18 @@ def pixels_bank(seed: int, dtype: str, c: int, hw: tuple[int, int], n: int, n_cl
     images = rng.uniform(-0.1, 1.1, size=(n, c, *hw))  # a few values decode outside [0, 1] -> clamped
     x = (images - np.array(mean).reshape(1, -1, 1, 1)) / np.array(std).reshape(1, -1, 1, 1)
     labels = hard_labels(n, n_classes) if space == "index" else soft_labels(rng, n, n_classes, space)
-    return Bank("pixels", {"pixels": store(x, dtype), "labels": labels}, (c, *hw),
+    return Bank("pixels", {**stored_as(x, dtype, "pixels"), "labels": labels}, (c, *hw),
                 [f"class_{i}" for i in range(n_classes)], space,
                 normalization={"mean": mean, "std": std, "zca": None},
                 provenance=provenance("dm", float(n) / n_classes))
 
 
 def lowrank_bank(seed: int, dtype: str, c: int, hw: tuple[int, int], rank: int, n: int, n_classes: int,
-                 space: str) -> Bank:
+                 space: str, v_dtype: str | None = None) -> Bank:
     rng = np.random.default_rng(seed)
     tensors = {
-        "lowrank_u": store(uniform(rng, (n, c, hw[0], rank)), dtype),
-        "lowrank_v": store(uniform(rng, (n, c, rank, hw[1])), dtype),
+        **stored_as(uniform(rng, (n, c, hw[0], rank)), dtype, "lowrank_u"),
+        **stored_as(uniform(rng, (n, c, rank, hw[1])), v_dtype or dtype, "lowrank_v"),
         "labels": hard_labels(n, n_classes) if space == "index" else soft_labels(rng, n, n_classes, space),
     }
     return Bank("lowrank", tensors, (c, *hw), [f"class_{i}" for i in range(n_classes)], space,
@@ -609,8 +686,8 @@ INVALID += [  # JSON, limits and types the spec states since the hardening of 1.
      _meta_edit(lambda m: m.__setitem__("image_shape", [1, 4.0, 4]))),
     ("invalid_image_too_large", 25, "outside limits", "examples of 1 x 8192 x 4096 = 2^25 values from 2x2 bases "
      "(over the 2^24 limit on one decoded example)", _too_large_image),
-    ("invalid_too_many_tensors", 30, "unexpected tensor(s)", "six tensors (a bank holds at most five)",
-     _tensors_edit(lambda t: t.update({f"x{i}": store(np.zeros(1), "F32") for i in range(3)}))),
+    ("invalid_too_many_tensors", 30, "unexpected tensor(s)", "ten tensors (a bank holds at most nine)",
+     _tensors_edit(lambda t: t.update({f"x{i}": store(np.zeros(1), "F32") for i in range(7)}))),
     ("invalid_storage_float", 55, "storage.floats_stored", "storage.floats_stored written as 20.0, not the "
      "JSON integer 20", _meta_edit(lambda m: m["storage"].__setitem__("floats_stored",
                                                                      float(m["storage"]["floats_stored"])))),
@@ -622,6 +699,73 @@ INVALID += [  # JSON, limits and types the spec states since the hardening of 1.
      _tasks_edit(lambda t: [0] * 10_001)),
     ("invalid_tasks_bases_in_pixels", 62, "metadata field 'tasks[0]'", "a task of a pixels bank names 'bases'",
      _pixels_task_with_bases),
+]
+
+
+def quantized_base() -> Bank:
+    """The valid 8-bit bank the quantisation vectors start from: memory, K=3, N=4, 2 classes, I8 bases
+    with one scale and zero point, I8 addresses with one per row."""
+    return memory_bank(103, 3, 1, (2, 2), (4, 4), 4, 2, dtype="I8", address_dtype="I8-row")
+
+
+def _quantized_edit(edit: Callable[[dict[str, Stored]], None]) -> Mutation:
+    """A mutation of the 8-bit bank's tensors (storage and checksum recomputed)."""
+    def mutate(_bank: Bank) -> bytes:
+        bank = quantized_base()
+        edit(bank.tensors)
+        return bank.file_bytes()
+    return mutate
+
+
+def _quantized_meta_edit(edit: Callable[[dict[str, Any]], None]) -> Mutation:
+    def mutate(_bank: Bank) -> bytes:
+        bank = quantized_base()
+        meta = bank.metadata()
+        edit(meta)
+        return bank.file_bytes(meta)
+    return mutate
+
+
+def _scale_value(value: float) -> Callable[[dict[str, Stored]], None]:
+    return lambda t: t.__setitem__("addresses.scale", with_value(t["addresses.scale"], 1, value))
+
+
+INVALID += [  # 8-bit tensors (spec 2.6, since 1.2) and the byte members of storage (3.10)
+    ("invalid_dtype_u8", 11, "dtype 'U8' not allowed", "bases stored as unsigned 8-bit (U8): 8-bit tensors are I8",
+     _quantized_edit(lambda t: t.__setitem__("bases", store(t["bases"].values + 128, "U8")))),
+    ("invalid_int8_without_scale", 69, "stored as I8, so", "I8 bases without 'bases.scale'",
+     _quantized_edit(lambda t: t.pop("bases.scale"))),
+    ("invalid_scale_of_float_tensor", 70, "only an I8 tensor has a scale", "F32 bases with a scale and zero point",
+     _quantized_edit(lambda t: t.__setitem__("bases", store(dequantize(t, "bases"), "F32")))),
+    ("invalid_scale_rows", 71, "tensor 'addresses.scale': expected", "addresses.scale with 3 values for 4 rows",
+     _quantized_edit(lambda t: t.update({"addresses.scale": store(t["addresses.scale"].values[:3], "F32"),
+                                         "addresses.zero_point": store(t["addresses.zero_point"].values[:3], "I8")}))),
+    ("invalid_scale_f16", 71, "tensor 'bases.scale': expected", "bases.scale stored as F16",
+     _quantized_edit(lambda t: t.__setitem__("bases.scale", store(t["bases.scale"].values, "F16")))),
+    ("invalid_zero_point_shape", 72, "tensor 'addresses.zero_point': expected",
+     "one zero point for the whole tensor beside a scale per row (inconsistent shapes)",
+     _quantized_edit(lambda t: t.__setitem__("addresses.zero_point",
+                                             store(t["addresses.zero_point"].values[:1], "I8")))),
+    ("invalid_zero_point_f32", 72, "tensor 'bases.zero_point': expected", "bases.zero_point stored as F32",
+     _quantized_edit(lambda t: t.__setitem__("bases.zero_point", store(t["bases.zero_point"].values, "F32")))),
+    ("invalid_scale_nan", 73, "outside (0, 2^120)", "a NaN scale (row 1 of addresses)",
+     _quantized_edit(_scale_value(float("nan")))),
+    ("invalid_scale_infinite", 73, "outside (0, 2^120)", "an infinite scale",
+     _quantized_edit(_scale_value(float("inf")))),
+    ("invalid_scale_zero", 73, "outside (0, 2^120)", "a scale of 0", _quantized_edit(_scale_value(0.0))),
+    ("invalid_scale_negative", 73, "outside (0, 2^120)", "a negative scale", _quantized_edit(_scale_value(-0.01))),
+    ("invalid_scale_too_large", 73, "outside (0, 2^120)", "a scale of 2^120 (255 steps of it overflow float32)",
+     _quantized_edit(_scale_value(2.0**120))),
+    ("invalid_storage_no_bytes", 74, "storage.bytes_stored", "a 1.2 file whose storage lacks bytes_stored",
+     _quantized_meta_edit(lambda m: m["storage"].pop("bytes_stored"))),
+    ("invalid_storage_bytes_counts_scale", 74, "storage.bytes_stored", "bytes_stored counting the per-tensor scale "
+     "and zero point of bases (5 bytes too many)",
+     _quantized_meta_edit(lambda m: m["storage"].__setitem__("bytes_stored", m["storage"]["bytes_stored"] + 5))),
+    ("invalid_storage_tensor_bytes", 74, "storage.tensor_bytes", "tensor_bytes without the labels",
+     _quantized_meta_edit(lambda m: m["storage"]["tensor_bytes"].pop("labels"))),
+    ("invalid_storage_ipc_uint8", 74, "storage.ipc_equivalent_uint8", "ipc_equivalent_uint8 computed from the "
+     "float count instead of the bytes",
+     _quantized_meta_edit(lambda m: m["storage"].__setitem__("ipc_equivalent_uint8", m["storage"]["ipc_equivalent"]))),
 ]
 
 
@@ -660,7 +804,7 @@ def expected_doc(name: str, bank: Bank, description: str, data: bytes) -> dict[s
         "decoded": {"shape": list(x.shape), "values": f32_list(x)},
         "pixels": {"shape": list(x.shape), "values": f32_list(to_pixels(x, meta["normalization"], bank.tensors))},
         "checksum": meta["checksum"],
-        "storage": meta["storage"],
+        "storage": storage(bank.kind, bank.tensors, bank.image_shape, len(bank.classes)),
         "resave_identical": bank.format_version == WRITER_VERSION,
     }
 

@@ -20,11 +20,14 @@ from compressdata.container.framing import MAX_HEADER_BYTES as MAX_HEADER_BYTES
 from compressdata.container.framing import MAX_JSON_DEPTH, canonical_json
 from compressdata.errors import BankFormatError
 from compressdata.params import PARAMETERIZATIONS
+from compressdata.params.base import tensor_bytes
 from compressdata.params.memory import UPSAMPLE_MODES
+from compressdata.params.quant import MAX_SCALE, float_values, scale_name, zero_point_name
 
 FORMAT_NAME = "compressdata.memory-bank"
-FORMAT_VERSION = (1, 1)
+FORMAT_VERSION = (1, 2)
 TASKS_SINCE = (1, 1)  # `tasks` is opaque in 1.0 files and validated from 1.1 on
+BYTES_SINCE = (1, 2)  # `storage` counts bytes in files of 1.2 on (the members are ignored in older files)
 METADATA_KEY = "compressdata"
 
 MAX_BASES = 65_536
@@ -33,11 +36,13 @@ MAX_CLASSES = 100_000
 MAX_CHANNELS = 64
 MAX_SIDE = 8_192
 MAX_EXAMPLE_VALUES = 2**24  # C*H*W: one decoded example is at most 64 MiB of float32 (spec 4.7)
-MAX_TENSORS = 5  # bases, addresses, labels, zca_mean, zca_whiten: more in a header is refused at once
+# two kind tensors with a scale and a zero point each, labels, zca_mean, zca_whiten: more in a header is
+# refused at once
+MAX_TENSORS = 9
 MAX_TASKS = 10_000
 
 LABEL_SPACES = ("index", "probabilities", "logits")
-IMAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+IMAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.int8)  # the kind's tensors (int8: spec 2.6)
 OPTIONAL_TENSORS = ("labels", "zca_mean", "zca_whiten")
 REQUIRED_KEYS = (
     "format", "format_version", "kind", "image_shape", "classes", "label_space",
@@ -100,13 +105,14 @@ def check_bank(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any], che
     c, h, w = _image_shape(meta["image_shape"])
     classes = _classes(meta["classes"])
     _check_tensor_names(kind, tensors, meta)
-    n = _check_kind_tensors(kind, tensors, (c, h, w), meta)
+    n = _check_kind_tensors(kind, tensors, (c, h, w), meta, values)
     _check_labels(tensors.get("labels"), meta["label_space"], n, len(classes), values)
     _check_normalization(meta["normalization"], tensors, c, c * h * w)
     for name, t in tensors.items():
         if values and t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise BankFormatError(f"tensor '{name}': contains NaN or Inf")
-    _check_storage(meta["storage"], kind, tensors, (c, h, w), len(classes))
+    _check_storage(meta["storage"], kind, tensors, (c, h, w), len(classes),
+                   version_tuple(meta["format_version"]) >= BYTES_SINCE)
     checksum = _check_checksum(meta["checksum"], tensors, checksum, values)
     for key in ("recipe", "provenance"):
         if key in meta and not isinstance(meta[key], Mapping):
@@ -145,7 +151,9 @@ def _check_tensor_names(kind: str, tensors: Mapping[str, torch.Tensor], meta: Ma
     missing = [n for n in required if n not in tensors]
     if missing:
         raise BankFormatError(f"kind '{kind}' requires tensor(s) {missing}; file has {sorted(tensors)}")
-    allowed = set(required) | ({"zca_mean", "zca_whiten"} if _zca(meta) else set())
+    names = PARAMETERIZATIONS[kind].tensor_names
+    quantization = {f(n) for n in names for f in (scale_name, zero_point_name)}
+    allowed = set(required) | quantization | ({"zca_mean", "zca_whiten"} if _zca(meta) else set())
     extra = sorted(set(tensors) - allowed)
     if extra:
         raise BankFormatError(f"unexpected tensor(s) {extra} for kind '{kind}'; allowed: {sorted(allowed)}")
@@ -167,7 +175,7 @@ def _check_dtype(name: str, t: torch.Tensor, allowed: tuple[torch.dtype, ...]) -
 
 
 def _check_kind_tensors(kind: str, t: Mapping[str, torch.Tensor], chw: tuple[int, int, int],
-                        meta: Mapping[str, Any]) -> int:
+                        meta: Mapping[str, Any], values: bool) -> int:
     c, h, w = chw
     for name in PARAMETERIZATIONS[kind].tensor_names:
         _check_dtype(name, t[name], IMAGE_DTYPES)
@@ -202,7 +210,44 @@ def _check_kind_tensors(kind: str, t: Mapping[str, torch.Tensor], chw: tuple[int
             raise _shape_error("lowrank_v", f"[{n}, {c}, {r}, {w}] (N, r from 'lowrank_u')", v)
     if not 1 <= n <= MAX_EXAMPLES:
         raise BankFormatError(f"number of examples N={n} outside 1..{MAX_EXAMPLES}")
+    for name in PARAMETERIZATIONS[kind].tensor_names:
+        _check_quantization(name, t, values)
     return n
+
+
+def _check_quantization(name: str, t: Mapping[str, torch.Tensor], values: bool) -> None:
+    """R69-R73 (spec 2.6): an I8 tensor comes with a consistent, finite, positive scale and a zero point
+    (values=False: the scale's values are not checked)."""
+    scale, zero_point = scale_name(name), zero_point_name(name)
+    quantized = t[name].dtype == torch.int8
+    if not quantized:
+        present = [n for n in (scale, zero_point) if n in t]
+        if present:
+            raise BankFormatError(f"tensor '{present[0]}': only an I8 tensor has a scale and a zero point; "
+                                  f"'{name}' is {_dtype_name(t[name])}")
+        return
+    missing = [n for n in (scale, zero_point) if n not in t]
+    if missing:
+        raise BankFormatError(f"tensor '{name}': stored as I8, so '{scale}' and '{zero_point}' are required "
+                              f"(spec 2.6); missing {missing}")
+    rows = int(t[name].shape[0]) if t[name].dim() else 0
+    groups = (1, rows)
+    s, z = t[scale], t[zero_point]
+    if s.dtype != torch.float32 or s.dim() != 1 or s.shape[0] not in groups:
+        raise BankFormatError(f"tensor '{scale}': expected float32 [1] (per tensor) or [{rows}] (per row of "
+                              f"'{name}'), got {_dtype_name(s)}{list(s.shape)}")
+    if z.dtype != torch.int8 or tuple(z.shape) != tuple(s.shape):
+        raise BankFormatError(f"tensor '{zero_point}': expected int8{list(s.shape)} (the shape of '{scale}'), "
+                              f"got {_dtype_name(z)}{list(z.shape)}")
+    bad = ~(torch.isfinite(s) & (s > 0) & (s < MAX_SCALE)) if values else None
+    if bad is not None and bool(bad.any()):
+        value = float(s[bad][0])
+        raise BankFormatError(f"tensor '{scale}': value {value!r} outside (0, 2^120) (a finite, positive scale "
+                              "whose 255 steps stay finite in float32)")
+
+
+def _dtype_name(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
 
 
 def _check_labels(labels: torch.Tensor, space: Any, n: int, n_classes: int, values: bool) -> None:
@@ -246,33 +291,54 @@ def _check_normalization(norm: Any, tensors: Mapping[str, torch.Tensor], c: int,
             raise _shape_error(name, str(list(shape)), tensors[name])
 
 
+FLOAT_STORAGE_KEYS = ("floats_stored", "label_values", "examples", "ipc_equivalent")  # R55 (every version)
+BYTES_STORAGE_KEYS = ("bytes_stored", "tensor_bytes", "ipc_equivalent_uint8", "ipc_equivalent_float32")  # R74 (1.2)
+_NUMBER_KEYS = ("ipc_equivalent", "ipc_equivalent_uint8", "ipc_equivalent_float32")
+
+
 def storage_accounting(kind: str, tensors: Mapping[str, torch.Tensor], chw: tuple[int, int, int],
                        n_classes: int) -> dict[str, Any]:
-    """Floats that count against the budget and the images-per-class equivalent they buy."""
-    floats = PARAMETERIZATIONS[kind].floats_stored(tensors)
+    """Storage (spec 3.10): the values and bytes that count against the budget, the images-per-class
+    equivalents they buy (float32 images by values; 8-bit and float32 images by bytes), and the bytes
+    of every tensor in the file."""
+    param = PARAMETERIZATIONS[kind]
+    floats = param.floats_stored(tensors)
+    budget_bytes = param.bytes_stored(tensors)
     c, h, w = chw
-    labels = tensors["labels"]
+    image = c * h * w * n_classes
     return {
         "floats_stored": floats,
-        "label_values": int(labels.numel()),
-        "examples": PARAMETERIZATIONS[kind].num_examples(tensors),
-        "ipc_equivalent": round(floats / (c * h * w * n_classes), 6),
+        "label_values": int(tensors["labels"].numel()),
+        "examples": param.num_examples(tensors),
+        "ipc_equivalent": round(floats / image, 6),
+        "bytes_stored": budget_bytes,
+        "tensor_bytes": {name: tensor_bytes(t) for name, t in tensors.items()},
+        "ipc_equivalent_uint8": round(budget_bytes / image, 6),
+        "ipc_equivalent_float32": round(budget_bytes / (4 * image), 6),
     }
 
 
 def _check_storage(storage: Any, kind: str, tensors: Mapping[str, torch.Tensor],
-                   chw: tuple[int, int, int], n_classes: int) -> None:
+                   chw: tuple[int, int, int], n_classes: int, with_bytes: bool) -> None:
+    """R55 (and R74 with_bytes, files of 1.2 on): every member equals its value recomputed from the tensors."""
     expected = storage_accounting(kind, tensors, chw, n_classes)
     if not isinstance(storage, Mapping):
         raise BankFormatError("metadata field 'storage': expected an object")
-    for key, value in expected.items():
-        typed = _is_number(storage.get(key)) if key == "ipc_equivalent" else _is_int(storage.get(key))
+    for key in FLOAT_STORAGE_KEYS + (BYTES_STORAGE_KEYS if with_bytes else ()):
+        value, got = expected[key], storage.get(key)
+        if key == "tensor_bytes":
+            typed = isinstance(got, Mapping) and all(_is_int(v) for v in got.values())
+            what = "an object of JSON integers, one per tensor"
+        elif key in _NUMBER_KEYS:
+            typed, what = _is_number(got), "a number"
+        else:
+            typed, what = _is_int(got), "a JSON integer (no fraction or exponent, not a boolean)"
         if not typed:
-            what = "a number" if key == "ipc_equivalent" else "a JSON integer (no fraction or exponent, not a boolean)"
-            raise BankFormatError(f"metadata field 'storage.{key}': expected {what}, got {_short(storage.get(key))}")
-        if storage[key] != value:
+            missing = " (required in files of version 1.2 or later)" if key not in storage else ""
+            raise BankFormatError(f"metadata field 'storage.{key}': expected {what}{missing}, got {_short(got)}")
+        if got != value:
             raise BankFormatError(
-                f"metadata field 'storage.{key}': expected {value} (from the tensors), got {storage.get(key)!r}"
+                f"metadata field 'storage.{key}': expected {_short(value)} (from the tensors), got {_short(got)}"
             )
 
 
@@ -403,7 +469,7 @@ def _check_task_rows(tasks: list, tensors: Mapping[str, torch.Tensor], label_spa
                               f"not one of the task's classes {_short(tasks[i]['classes'])}")
     if not memory:
         return
-    addresses = tensors["addresses"].cpu()
+    addresses = float_values(tensors, ("addresses",))["addresses"].cpu()  # I8: q = zero point decodes to 0
     bases_end = torch.tensor([t["bases"][1] for t in tasks], dtype=torch.int64)[task_of_row]
     later = torch.arange(addresses.shape[1]).unsqueeze(0) >= bases_end.unsqueeze(1)
     bad_rows = ((addresses != 0) & later).any(dim=1)

@@ -40,6 +40,9 @@ class GrowableBank(Protocol):
     @property
     def num_classes(self) -> int: ...
 
+    @property
+    def quantized(self) -> bool: ...
+
     def hard_labels(self) -> torch.Tensor: ...
 
 
@@ -69,6 +72,7 @@ def extend_bank(bank: Bank, name: str, labels: torch.Tensor | Sequence[int], *,
     cannot add classes). `first_task` names the existing content when the bank has no tasks yet.
     Evaluations are dropped (they measured the old content).
     """
+    _refuse_quantized("extend", bank)
     names = get_parameterization(bank.kind).tensor_names
     allowed = set(names) if bank.kind != "memory" else {"addresses", "bases"}
     required = set(names) - {"bases"}
@@ -124,6 +128,7 @@ def merge_banks(a: Bank, b: Bank, names: tuple[str, str] = ("a", "b")) -> Bank:
     way round); pixels and lowrank: concatenated. Index labels: b's classes missing from a are
     appended and b's labels remapped; soft labels need identical class lists.
     """
+    _refuse_quantized("merge", a, b)
     _check_mergeable(a, b)
     if a.label_space == "index":
         classes = a.classes + [c for c in b.classes if c not in a.classes]
@@ -151,6 +156,13 @@ def merge_banks(a: Bank, b: Bank, names: tuple[str, str] = ("a", "b")) -> Bank:
             t["bases"] = [k + ka for k in t["bases"]]
     provenance = {"merged": [a.provenance, b.provenance]}
     return _rebuild(a, tensors, labels, classes, tasks_a + tasks_b, provenance)
+
+
+def _refuse_quantized(what: str, *banks: GrowableBank) -> None:
+    """Growing keeps stored values bit-identical, which an 8-bit tensor's shared scale cannot promise."""
+    if any(bank.quantized for bank in banks):
+        raise UsageError(f"{what}: the bank stores 8-bit tensors, whose shared scales new examples would change; "
+                         "grow the float bank, then quantise the result (compressdata quantize)")
 
 
 def _check_mergeable(a: Bank, b: Bank) -> None:

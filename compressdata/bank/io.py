@@ -22,7 +22,7 @@ from compressdata.container import FileKind, file_bytes, read_file, read_header
 from compressdata.errors import BankFormatError
 from compressdata.files import atomic_write_bytes
 
-DTYPE_SIZES = {"F32": 4, "F16": 2, "BF16": 2, "I64": 8}
+DTYPE_SIZES = {"F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I8": 1}
 BANK_FILE = FileKind(what="bank file", key=METADATA_KEY, format=FORMAT_NAME, error=BankFormatError,
                      noun="memory bank", dtype_sizes=DTYPE_SIZES, max_tensors=MAX_TENSORS)
 TORCH_DTYPES = {name: dtype for dtype, name in SAFETENSORS_DTYPES.items()}

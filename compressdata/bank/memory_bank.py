@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -26,24 +26,13 @@ from compressdata.bank.grow import extend_bank, merge_banks
 from compressdata.bank.io import load_bank_file, write_bank_file
 from compressdata.bank.metadata import EvaluationResult, Normalization, TrainingRecipe
 from compressdata.bank.query import LabelVectors, query_bank
-from compressdata.errors import BankFormatError, DecodeMemoryError, UnknownNameError, UsageError
+from compressdata.errors import BankFormatError, DecodeMemoryError, UnknownNameError
 from compressdata.params import PARAMETERIZATIONS, get_parameterization
-from compressdata.params.base import DecodeMemory, Prepared
+from compressdata.params.base import DECODE_LIMIT_ENV, DecodeMemory, Prepared, decode_limit
+from compressdata.params.quant import float_values, scale_name, zero_point_name
 
 _KNOWN_KEYS = set(REQUIRED_KEYS) | {"upsample", "recipe", "provenance", "evaluations", "tasks"}
-DECODE_LIMIT_BYTES = 4 * 2**30
-DECODE_LIMIT_ENV = "COMPRESSDATA_MAX_DECODE_BYTES"
 FLOAT64 = 8
-
-
-def decode_limit() -> int:
-    """The most working memory (bytes) one decode may allocate: $COMPRESSDATA_MAX_DECODE_BYTES, else 4 GiB."""
-    text = os.environ.get(DECODE_LIMIT_ENV)
-    if text is None:
-        return DECODE_LIMIT_BYTES
-    if not text.strip().isdigit():
-        raise UsageError(f"{DECODE_LIMIT_ENV} must be a number of bytes, got {text!r}")
-    return int(text)
 
 
 class MemoryBank:
@@ -51,8 +40,11 @@ class MemoryBank:
     class names, normalisation, training recipe, provenance and measured evaluations.
 
     The kind follows from the tensors given: `bases` + `addresses` (memory), `pixels`, or
-    `lowrank_u` + `lowrank_v`. Construction validates everything the file format requires; a bank
-    read from a file (`from_file`) was validated once, on the file's own contents.
+    `lowrank_u` + `lowrank_v`, each float32, float16, bfloat16 or int8; an int8 tensor needs its
+    `quantization` entry, name -> (scale float32 [1] or [rows], zero_point int8 of the same shape),
+    decoded as scale * (q - zero_point) (spec 2.6; `compressdata.bank.quantize` makes such banks).
+    Construction validates everything the file format requires; a bank read from a file
+    (`from_file`) was validated once, on the file's own contents.
     """
 
     def __init__(
@@ -74,13 +66,14 @@ class MemoryBank:
         label_space: str | None = None,
         tasks: list[dict[str, Any]] | None = None,
         extra_metadata: dict[str, Any] | None = None,
+        quantization: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     ):
         given = {"bases": bases, "addresses": addresses, "pixels": pixels,
                  "lowrank_u": lowrank_u, "lowrank_v": lowrank_v}
         self._assign({k: v for k, v in given.items() if v is not None}, labels=labels, classes=classes,
                      image_size=image_size, upsample=upsample, normalization=normalization, recipe=recipe,
                      provenance=provenance, evaluations=evaluations, label_space=label_space, tasks=tasks,
-                     extra_metadata=extra_metadata)
+                     extra_metadata=extra_metadata, quantization=quantization)
         meta = self.metadata()
         check_metadata_json(meta)
         check_bank(self.all_tensors(), meta, meta["checksum"]["value"])
@@ -90,11 +83,17 @@ class MemoryBank:
                 normalization: Normalization | None = None, recipe: TrainingRecipe | None = None,
                 provenance: dict[str, Any] | None = None, evaluations: Sequence[EvaluationResult] | None = None,
                 label_space: str | None = None, tasks: list[dict[str, Any]] | None = None,
-                extra_metadata: dict[str, Any] | None = None) -> None:
+                extra_metadata: dict[str, Any] | None = None,
+                quantization: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
         """Set the bank's fields from the constructor's arguments (`given`: the kind's tensors), unchecked."""
         given = {k: v.detach() for k, v in given.items()}
         self.kind = _infer_kind(given)
-        self.tensors: dict[str, torch.Tensor] = given
+        companions = {}
+        for name, (scale, zero_point) in (quantization or {}).items():
+            companions[scale_name(name)] = torch.as_tensor(scale).detach()
+            companions[zero_point_name(name)] = torch.as_tensor(zero_point).detach()
+        # the kind's tensors as stored, with the scale and zero point of each int8 one (spec 2.6)
+        self.tensors: dict[str, torch.Tensor] = {**given, **companions}
         labels = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(labels)
         if label_space is None:
             label_space = "probabilities" if labels.is_floating_point() else "index"
@@ -186,10 +185,10 @@ class MemoryBank:
 
     def decode_memory(self, pixels: bool = False) -> DecodeMemory:
         """Working memory a decode allocates beyond the stored tensors (spec 4.7): `prepared` bytes
-        once per device, `per_example` bytes for each example of a batch. pixels=True: for
-        `decode_pixels` (with ZCA, the binary64 inversion of the whitening matrix)."""
-        shapes = {name: tuple(t.shape) for name, t in self.tensors.items()}
-        return decode_memory(self.kind, shapes, self.image_shape, self.normalization.uses_zca, pixels)
+        once per device (int8 tensors dequantised included), `per_example` bytes for each example of
+        a batch. pixels=True: for `decode_pixels` (with ZCA, the binary64 inversion of the whitening
+        matrix)."""
+        return decode_memory(self.kind, self.tensors, self.image_shape, self.normalization.uses_zca, pixels)
 
     def _batch_size(self, index: torch.Tensor | Sequence[int] | slice | None) -> int:
         if index is None:
@@ -209,6 +208,25 @@ class MemoryBank:
                 f"decoding {n} examples needs {format_bytes(needed)} of working memory ("
                 f"{format_bytes(memory.prepared)} once + {format_bytes(memory.per_example)} per example), over the "
                 f"limit of {format_bytes(limit)} (${DECODE_LIMIT_ENV}): {advice}")
+
+    @property
+    def quantized(self) -> bool:
+        """Whether any stored tensor of the kind is 8-bit (spec 2.6)."""
+        return any(self.tensors[name].dtype == torch.int8 for name in self.tensor_names)
+
+    @property
+    def tensor_names(self) -> tuple[str, ...]:
+        """The kind's stored tensors (memory: bases, addresses), without scales and zero points."""
+        return get_parameterization(self.kind).tensor_names
+
+    def storage_dtypes(self) -> dict[str, str]:
+        """The storage dtype of each of the kind's tensors: f32, f16, bf16, int8 (one scale) or
+        int8-row (a scale per row), as `compressdata quantize` and `--storage-dtype` name them."""
+        return storage_dtypes(self.tensors, self.tensor_names)
+
+    def float_tensors(self) -> dict[str, torch.Tensor]:
+        """The kind's tensors as float32 values: int8 ones dequantised (spec 2.6), others converted."""
+        return {k: v.to(torch.float32) for k, v in float_values(self.tensors, self.tensor_names).items()}
 
     @property
     def kind_tensor(self) -> str:
@@ -252,7 +270,8 @@ class MemoryBank:
 
     @property
     def storage(self) -> dict[str, Any]:
-        """Floats stored (labels excluded), label values, examples and the IPC equivalent."""
+        """Storage accounting (spec 3.10): values and bytes stored (labels excluded), label values,
+        examples, the images-per-class equivalents and the bytes of every tensor."""
         return storage_accounting(self.kind, self.all_tensors(), self.image_shape, self.num_classes)
 
     def checksum(self) -> str:
@@ -312,6 +331,14 @@ class MemoryBank:
         `compressdata.bank.grow.extend_bank`."""
         return extend_bank(self, name, labels, classes=classes, **tensors)
 
+    def quantize(self, dtype: str | dict[str, str]) -> MemoryBank:
+        """A new bank storing these values in `dtype` (f32, f16, bf16, int8, int8-row, or per tensor:
+        'bases=f16,addresses=int8'), with the decoded error in provenance["quantization"]; see
+        `compressdata.bank.quantize.quantize_bank`."""
+        from compressdata.bank.quantize import quantize_bank
+
+        return quantize_bank(self, dtype)
+
     def merge(self, other: MemoryBank, names: tuple[str, str] = ("a", "b")) -> MemoryBank:
         """This bank's examples followed by `other`'s, as one bank; see `compressdata.bank.grow.merge_banks`."""
         return merge_banks(self, other, names=names)
@@ -355,7 +382,10 @@ class MemoryBank:
     @classmethod
     def _from_checked(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> MemoryBank:
         """A bank from file contents `check_bank` accepted, without checking them again."""
-        kind_tensors = {n: tensors[n] for n in PARAMETERIZATIONS[meta["kind"]].tensor_names}
+        names = PARAMETERIZATIONS[meta["kind"]].tensor_names
+        kind_tensors = {n: tensors[n] for n in names}
+        quantization = {n: (tensors[scale_name(n)], tensors[zero_point_name(n)])
+                        for n in names if scale_name(n) in tensors and zero_point_name(n) in tensors}
         _, h, w = meta["image_shape"]
         tasks, dropped = meta.get("tasks"), None
         if tasks is not None and version_tuple(meta["format_version"]) < TASKS_SINCE:
@@ -377,6 +407,7 @@ class MemoryBank:
             label_space=meta["label_space"],
             tasks=tasks,
             extra_metadata={k: v for k, v in meta.items() if k not in _KNOWN_KEYS},
+            quantization=quantization,
         )
         bank.dropped_tasks = dropped
         return bank
@@ -386,15 +417,32 @@ class MemoryBank:
                 f"classes={self.num_classes}, ipc_equivalent={self.storage['ipc_equivalent']})")
 
 
-def decode_memory(kind: str, shapes: dict[str, tuple[int, ...]], image_shape: tuple[int, int, int], zca: bool,
+def decode_memory(kind: str, tensors: Mapping[str, torch.Tensor], image_shape: tuple[int, int, int], zca: bool,
                   pixels: bool = False) -> DecodeMemory:
-    """`MemoryBank.decode_memory` of a bank of `kind` with stored tensors of these shapes (and ZCA)."""
-    memory = get_parameterization(kind).decode_memory(shapes, tuple(image_shape[1:]))
+    """`MemoryBank.decode_memory` of a bank of `kind` storing `tensors` (the kind's, with the scale and
+    zero point of each int8 one; their shapes and dtypes are enough) and ZCA or not."""
+    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
+    quantized = [name for name, t in tensors.items() if t.dtype == torch.int8 and "." not in name]
+    memory = get_parameterization(kind).decode_memory(shapes, tuple(image_shape[1:]), quantized)
     if not pixels:
         return memory
     d = math.prod(image_shape)
     return DecodeMemory(memory.prepared + (2 * FLOAT64 * d * d if zca else 0),
                         memory.per_example + 4 * d + (2 * FLOAT64 * d if zca else 0))
+
+
+def storage_dtypes(tensors: Mapping[str, torch.Tensor], names: Sequence[str]) -> dict[str, str]:
+    """`MemoryBank.storage_dtypes` of the stored tensors `names` (with their scales; shapes and dtypes
+    are enough)."""
+    floats = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
+    out = {}
+    for name in names:
+        t = tensors[name]
+        if t.dtype == torch.int8:
+            out[name] = "int8-row" if tensors[scale_name(name)].numel() > 1 else "int8"
+        else:
+            out[name] = floats[t.dtype]
+    return out
 
 
 def format_bytes(n: int) -> str:

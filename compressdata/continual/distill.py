@@ -142,6 +142,9 @@ def distill_task(config: DistillConfig, data: RealData, classes: list[int], name
     device = resolve_device(config.run.device)
     if bank is not None and bank.kind != "memory":
         raise UsageError(f"continual distillation grows a memory bank, got kind {bank.kind!r}")
+    if bank is not None and bank.quantized:
+        raise UsageError("continual distillation grows a float bank; this one stores 8-bit tensors (grow the "
+                         "float bank, then quantise it)")
     if new_bases < (1 if bank is None else 0):
         raise UsageError(f"new_bases must be >= {1 if bank is None else 0}, got {new_bases}")
     local = local_view(data, classes)

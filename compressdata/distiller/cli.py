@@ -37,13 +37,13 @@ DESCRIPTION = (
     "(--param pixels | memory | lowrank; memory = addressable memories, K shared bases and one address row "
     "per example), the objective (--objective bptt | dm | gm | mtt | dwa) and add-ons (--mim-weight). "
     "--method is a preset: rtp = memory + bptt (addressable memories, the default), pixels = pixels + bptt, "
-    "random-real = a random real subset. Every parameterization spends the same storage for the same "
-    "--budget-ipc. Each option has two spellings: its short flag, the option's flat name with dashes as "
-    "earlier versions and a bank's provenance spell it (--budget-ipc 10, --inner-lr 0.03, --outer-betas "
-    "0.5 0.9; booleans are switches: --dsa, --resume, --force, and --no-checkpoints, --no-progress turn "
-    "the defaults off), and the grouped flag listed below (--parameterization.budget_ipc 10; booleans take "
-    "a value: --data.dsa true), whose help names its short flag. Short flags with another name: "
-    f"{', '.join(f'{k} (--{v})' for k, v in RENAMED.items())}. "
+    "random-real = a random real subset. Every parameterization spends the same bytes for the same budget "
+    "(--budget-ipc or --budget-bytes), at the sizes --storage-dtype gives. Each option has two spellings: "
+    "its short flag, the option's flat name with dashes as earlier versions and a bank's provenance spell it "
+    "(--budget-ipc 10, --inner-lr 0.03, --outer-betas 0.5 0.9; booleans are switches: --dsa, --resume, "
+    "--force, and --no-checkpoints, --no-progress turn the defaults off), and the grouped flag listed below "
+    "(--parameterization.budget_ipc 10; booleans take a value: --data.dsa true), whose help names its short "
+    f"flag. Short flags with another name: {', '.join(f'{k} (--{v})' for k, v in RENAMED.items())}. "
     "--print_config writes every option as YAML; --config FILE reads it back.")
 # The command's own options (not part of the run's configuration): name -> (type, default, help).
 COMMAND_OPTIONS: dict[str, tuple[type, Any, str]] = {
@@ -160,7 +160,8 @@ def _distill_and_save(ns: Any, config: DistillConfig, out: Path, main: bool) -> 
     save_memory_bank(bank, out)
     storage = bank.storage
     print(f"wrote {out}: {bank.kind} bank, {len(bank)} examples, {storage['floats_stored']} "
-          f"floats (IPC {storage['ipc_equivalent']:.3f} equivalent)")
+          f"floats (IPC {storage['ipc_equivalent']:.3f} equivalent), {storage['bytes_stored']} bytes "
+          f"({storage['ipc_equivalent_uint8']:g} 8-bit images per class)")
     if not ns.final_eval_networks:
         print(f"evaluate it with: compressdata evaluate {out} --test {config.data.source} --record")
     return 0

@@ -46,8 +46,10 @@ from compressdata.distiller.options import (
     positive_int,
     positive_number,
 )
-from compressdata.errors import ConfigError
+from compressdata.errors import ConfigError, UsageError
 from compressdata.models import ARCHITECTURES, NORMS
+from compressdata.params.base import PARAMETERIZATIONS
+from compressdata.params.quant import TensorStorage, parse_storage
 
 METHODS = ("rtp", "pixels", "random-real")
 KIND_OF_METHOD = {"rtp": "memory", "pixels": "pixels", "random-real": "pixels"}
@@ -169,6 +171,11 @@ class DistillConfig:
         return self.parameterization.kind or KIND_OF_METHOD.get(self.method, "memory")
 
     @property
+    def storage(self) -> dict[str, TensorStorage]:
+        """Each stored tensor's dtype (`params.quant.parse_storage` of parameterization.storage_dtype)."""
+        return parse_storage(self.parameterization.storage_dtype, PARAMETERIZATIONS[self.kind].tensor_names)
+
+    @property
     def active_addons(self) -> dict[str, Any]:
         """The add-ons switched on (their options say so), by name."""
         return {name: self.objective_options[name] for name in ADDONS if self.objective_options[name].enabled}
@@ -235,13 +242,16 @@ class DistillConfig:
 
     def recorded_hyperparameters(self) -> dict[str, Any]:
         """The resolved options that shaped the result, for the bank's provenance: not those that
-        may change on resume (except iterations), nor other objectives' or unused add-ons' options."""
+        may change on resume (except iterations), nor other objectives' or unused add-ons' options,
+        nor the budget not given (budget_ipc or budget_bytes)."""
         unused = [f"{name}_" for name in self.objective_options
                   if name != self.objective and name not in self.active_addons]
         unused += [p for p, on in (("stream_", self.scale.streaming), ("zca_", self.data.zca),
                                    ("dsa_", self.data.dsa)) if not on]
+        budget = {"budget_ipc"} if self.parameterization.budget_bytes is not None else {"budget_bytes"}
         return {k: v for k, v in self.resolved().to_dict().items()
-                if (k not in RESUMABLE_CHANGES or k == "iterations") and not k.startswith(tuple(unused))}
+                if (k not in RESUMABLE_CHANGES or k == "iterations") and not k.startswith(tuple(unused))
+                and k not in budget}
 
     def differences(self, other: DistillConfig) -> list[str]:
         """Flat names of the options that differ and would change the result of a resumed run
@@ -297,6 +307,19 @@ class DistillConfig:
                                   f"the parameterization is {self.kind!r}: use init 'real' or 'random'")
         if not (isinstance(p.budget_ipc, (int, float)) and math.isfinite(p.budget_ipc) and p.budget_ipc > 0):
             raise ConfigError(f"budget_ipc must be a positive number, got {p.budget_ipc!r}")
+        if p.budget_bytes is not None:
+            positive_int("budget_bytes", p.budget_bytes)
+        if not isinstance(p.storage_dtype, str):
+            raise ConfigError(f"storage_dtype must be a string such as 'int8' or 'bases=f16,addresses=int8', "
+                              f"got {p.storage_dtype!r}")
+        try:
+            storage = self.storage
+        except UsageError as e:
+            raise ConfigError(f"storage_dtype: {e}") from None
+        if p.quant_aware and (self.method == "random-real" or all(s.dtype == "f32" for s in storage.values())):
+            raise ConfigError("quant_aware trains through the stored values: it needs an optimised method and a "
+                              f"storage_dtype other than f32 (got method {self.method!r}, storage_dtype "
+                              f"{p.storage_dtype!r})")
         for name in ("n_bases", "downsample"):
             if getattr(p, name) is not None:
                 positive_int(name, getattr(p, name))

@@ -24,6 +24,13 @@ from tqdm.auto import tqdm
 
 from compressdata.bank.memory_bank import MemoryBank
 from compressdata.bank.metadata import TrainingRecipe
+from compressdata.bank.quantize import (
+    POST_TRAINING,
+    QUANTIZATION_AWARE,
+    decoded_error,
+    quantization_record,
+    stored_bank,
+)
 from compressdata.data.sampler import ClassBalancedSampler
 from compressdata.data.sources import RealData, load_source
 from compressdata.data.zca import zca_normalization
@@ -45,6 +52,8 @@ from compressdata.distiller.synthetic import SyntheticSet, init_labels, init_the
 from compressdata.errors import CheckpointError, DivergenceError, UsageError
 from compressdata.evaluate import evaluate_tensors
 from compressdata.params import Layout, get_parameterization, layout_for_budget
+from compressdata.params.budget import FLOAT32_BYTES, budget_bytes_of
+from compressdata.params.quant import storage_label
 from compressdata.runtime.allocator import active_allocator
 from compressdata.runtime.distributed import CollectiveError, current_world
 from compressdata.runtime.precision import native_bfloat16
@@ -107,24 +116,27 @@ def distill(config: DistillConfig, data: RealData | None = None, *, progress: bo
         data = prepare_source(config, data)
         real = ClassBalancedSampler(data.images.to(device), data.labels, data.num_classes)
     kind = config.kind
-    layout = layout_for_budget(kind, config.parameterization.budget_ipc, data.num_classes, data.image_shape,
-                               n_bases=config.parameterization.n_bases, downsample=config.parameterization.downsample,
-                               rank=config.parameterization.rank)
-    log(f"{config.method_name} on {data.name} ({data.split}, {len(data)} examples), budget IPC "
-        f"{config.parameterization.budget_ipc:g}: {layout.describe()}; {device}, {torch.get_num_threads()} threads, "
+    p = config.parameterization
+    layout = layout_for_budget(kind, p.budget_ipc, data.num_classes, data.image_shape, n_bases=p.n_bases,
+                               downsample=p.downsample, rank=p.rank, budget_bytes=p.budget_bytes,
+                               storage=config.storage)
+    budget = f"IPC {p.budget_ipc:g}" if p.budget_bytes is None else f"{p.budget_bytes} bytes"
+    log(f"{config.method_name} on {data.name} ({data.split}, {len(data)} examples), budget "
+        f"{budget}: {layout.describe()}; {device}, {torch.get_num_threads()} threads, "
         f"allocator {active_allocator()}")
     if config.method == "random-real":
         generator = torch.Generator().manual_seed(config.run.seed)
         images, labels = random_real_subset(real, layout.per_class, generator)
         return _bank(config, data, layout, {"pixels": images}, labels, iterations=0, device=device,
-                     recipe=training_recipe(config), label_space="index")
-    synthetic = SyntheticSet(kind, data.num_classes, layout.per_class, data.image_shape[1:])
+                     recipe=training_recipe(config), label_space="index", log=log)
+    synthetic = SyntheticSet(kind, data.num_classes, layout.per_class, data.image_shape[1:],
+                             storage=layout.storage if config.parameterization.quant_aware else None)
     run = DistillRun(config, device, data, real, synthetic, layout)
     state = _initial_state(run, log)
     state = _train(run, state, progress, callback, log)
     recipe, labels, label_space = bank_targets(run, state.theta)
     return _bank(config, data, layout, state.theta, labels, state.iteration, device,
-                 recipe=recipe, label_space=label_space)
+                 recipe=recipe, label_space=label_space, log=log)
 
 
 def _initial_state(run: DistillRun, log: Callable[[str], None]) -> DistillState:
@@ -330,12 +342,16 @@ def bank_targets(run: DistillRun, theta: dict[str, torch.Tensor]
 
 def _bank(config: DistillConfig, data: RealData, layout: Layout, theta: dict[str, torch.Tensor],
           labels: torch.Tensor, iterations: int, device: torch.device, recipe: TrainingRecipe,
-          label_space: str) -> MemoryBank:
+          label_space: str, log: Callable[[str], None]) -> MemoryBank:
+    """The bank of theta's float values, stored in the layout's dtypes (the decoded error of that
+    storage logged and recorded in provenance["quantization"] when any is not f32)."""
     kind = layout.kind
     tensors = {k: theta[k].detach().to("cpu", torch.float32).contiguous()
                for k in get_parameterization(kind).tensor_names}
     learned = label_space != "index"
     optimised = config.method != "random-real"
+    p = config.parameterization
+    budget_bytes = budget_bytes_of(p.budget_ipc, data.num_classes, data.image_shape, p.budget_bytes)
     hyperparameters = config.recorded_hyperparameters()
     if kind == "memory":  # the layout the budget rule picked where the config left it open
         hyperparameters.update(n_bases=layout.n_bases, downsample=layout.downsample)
@@ -346,14 +362,17 @@ def _bank(config: DistillConfig, data: RealData, layout: Layout, theta: dict[str
                    "addons": config.addons,
                    "hyperparameters": hyperparameters,
                    "iterations_done": iterations},
-        "budget_ipc": config.parameterization.budget_ipc,
+        "budget_ipc": p.budget_ipc if p.budget_bytes is None else
+        round(budget_bytes / (FLOAT32_BYTES * math.prod(data.image_shape) * data.num_classes), 6),
+        "budget_bytes": budget_bytes,
         "layout": {"kind": kind, "per_class": layout.per_class, "n_bases": layout.n_bases,
-                   "downsample": layout.downsample, "rank": layout.rank, "floats": layout.floats},
+                   "downsample": layout.downsample, "rank": layout.rank, "floats": layout.floats,
+                   "bytes": layout.bytes, "storage": {name: s.dtype for name, s in layout.storage.items()}},
         "device": str(device),
         "library": {"name": "compressdata", "version": __version__},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    return MemoryBank(
+    bank = MemoryBank(
         **tensors,
         labels=labels.detach().to("cpu", torch.float32 if learned else torch.int64),
         classes=data.classes,
@@ -363,3 +382,12 @@ def _bank(config: DistillConfig, data: RealData, layout: Layout, theta: dict[str
         provenance=provenance,
         label_space=label_space,
     )
+    if all(s.dtype == "f32" for s in layout.storage.values()):
+        return bank
+    stored = stored_bank(bank, tensors, layout.storage, provenance)
+    error = decoded_error(bank, stored)
+    method = QUANTIZATION_AWARE if p.quant_aware else POST_TRAINING
+    stored.provenance["quantization"] = quantization_record(method, layout.storage, error)
+    log(f"stored as {storage_label(layout.storage)} ({method}): {stored.storage['bytes_stored']} bytes; "
+        f"decoded error against the float values {error.summary()}")
+    return stored

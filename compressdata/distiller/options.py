@@ -53,7 +53,18 @@ class ParameterizationOptions:
     """pixels, memory (addressable memories: K shared bases and one address row per example) or lowrank
     (default: the method's; rtp: memory)"""
     budget_ipc: float = 1.0
-    """storage budget in images-per-class equivalents (every parameterization spends the same floats)"""
+    """storage budget in images per class: the bytes of that many float32 images per class (every
+    parameterization spends the same bytes)"""
+    budget_bytes: int | None = None
+    """storage budget in bytes, instead of budget_ipc (the bytes of b 8-bit images per class are
+    b*C*H*W*classes, 7840 for one Fashion-MNIST image per class)"""
+    storage_dtype: str = "f32"
+    """how the bank stores its tensors: f32, f16, bf16, int8 (8-bit, one scale and zero point per tensor),
+    int8-row (one per row), or per tensor, e.g. 'bases=f16,addresses=int8'; the budget buys values at these
+    sizes"""
+    quant_aware: bool = False
+    """train through the stored values (straight-through gradients) instead of quantising the float result
+    after distillation"""
     n_bases: int | None = None
     """K memories of kind memory (default: as many as half the budget holds at the downsampling)"""
     downsample: int | None = None

@@ -27,6 +27,7 @@ RENAMED = {
     "--real-batch": "outer.real_batch_per_class",
     "--stream-buffer": "scale.stream_buffer_per_class",
     "--expert-dir": "mtt.expert_dir",
+    "--quantization-aware": "parameterization.quant_aware",
 }
 # Switches that turn an option off.
 NEGATED = {"--no-checkpoints": "checkpoints", "--no-progress": "progress"}

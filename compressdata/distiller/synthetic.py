@@ -6,13 +6,15 @@ tensors `theta` are a plain dict the hypergradient engine differentiates:
 - pixels (kind pixels): `pixels` [n_classes*r, C, H, W];
 - lowrank (kind lowrank): `lowrank_u` [n_classes*r, C, H, rank], `lowrank_v` [n_classes*r, C, rank, W];
 - with learned labels also `labels` [n_classes*r, n_classes] (logits, soft targets = softmax).
-Decoding goes through the one decode of `compressdata.params`.
+Decoding goes through the one decode of `compressdata.params`; with a `storage` (quantisation-aware
+distillation) the tensors are first replaced by the values they will be stored as, with
+straight-through gradients (`params.quant.simulate_storage`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +23,7 @@ from compressdata.data.sampler import BalancedSampler
 from compressdata.distiller import memory_init
 from compressdata.errors import UsageError
 from compressdata.params import Layout, get_parameterization
+from compressdata.params.quant import TensorStorage, simulate_storage
 from compressdata.runtime.transfer import to_device
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -28,13 +31,16 @@ Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 @dataclass(frozen=True)
 class SyntheticSet:
-    """Shapes and rules of a method's synthetic set; the tensors themselves live in `theta`."""
+    """Shapes and rules of a method's synthetic set; the tensors themselves live in `theta`.
+    `storage`: the dtype each tensor will be stored in, seen by every decode (quantisation-aware
+    distillation); None decodes theta's float values."""
 
     kind: str
     n_classes: int
     per_class: int
     image_size: tuple[int, int]
     upsample: str = "bilinear"
+    storage: Mapping[str, TensorStorage] | None = field(default=None, compare=False, kw_only=True)
 
     @property
     def size(self) -> int:
@@ -47,8 +53,8 @@ class SyntheticSet:
     def decode(self, theta: dict[str, torch.Tensor], index: torch.Tensor | None = None):
         """Decoded examples float32 [n, C, H, W] (differentiable in theta)."""
         names = get_parameterization(self.kind).tensor_names
-        return get_parameterization(self.kind).decode(
-            {n: theta[n] for n in names}, index, self.image_size, self.upsample)
+        tensors = simulate_storage({n: theta[n] for n in names}, self.storage)
+        return get_parameterization(self.kind).decode(tensors, index, self.image_size, self.upsample)
 
     def targets(self, theta: dict[str, torch.Tensor], index: torch.Tensor) -> torch.Tensor:
         """Soft targets softmax(labels) with learned labels, else the hard class indices."""

@@ -278,6 +278,9 @@ def _config_section(entry: BankEntry, bank: MemoryBank) -> list[str]:
         f"- **Storage**: {storage['floats_stored']:,} floats (+ {storage['label_values']:,} label "
         f"values) = the budget of **{storage['ipc_equivalent']:g} real images per class**; "
         f"file `{entry.path}`, {entry.size:,} bytes",
+        f"- **Bytes**: {storage['bytes_stored']:,} stored ("
+        + ", ".join(f"{name} {dtype}" for name, dtype in bank.storage_dtypes().items())
+        + f") = {storage['ipc_equivalent_uint8']:g} 8-bit images per class",
         f"- **Normalization**: mean {norm.mean}, std {norm.std}"
         + (f", ZCA whitening (regularization {norm.zca_regularization})" if norm.uses_zca else ""),
         f"- **Checksums**: file sha256 `{entry.sha256}`, content (sha256-tensors-v1) "

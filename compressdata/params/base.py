@@ -2,13 +2,14 @@
 
 Every consumer (distiller, `MemoryBank`, spec test vectors) decodes through `Parameterization`, so
 there is exactly one decoding rule per kind. Decoding has two steps: `prepare` (work done once per
-set of stored tensors, e.g. upsampling the shared bases) and `decode_prepared` (the examples asked
-for); `decode` runs both.
+set of stored tensors: 8-bit tensors dequantised (`params.quant`), the shared bases upsampled) and
+`decode_prepared` (the examples asked for); `decode` runs both.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,11 +20,26 @@ from compressdata.errors import UsageError
 from compressdata.params.lowrank import decode_lowrank
 from compressdata.params.memory import combine, decode_combined_first, expand_bases, upsample_first
 from compressdata.params.pixels import decode_pixels
+from compressdata.params.quant import float_values, scale_name, zero_point_name
 
 Tensors = Mapping[str, torch.Tensor]
 Prepared = dict[str, Any]  # tensors, and for a memory bank decoded combine-first its image size and mode
 Index = torch.Tensor | slice | None
 FLOAT32 = 4
+
+
+DECODE_LIMIT_BYTES = 4 * 2**30
+DECODE_LIMIT_ENV = "COMPRESSDATA_MAX_DECODE_BYTES"
+
+
+def decode_limit() -> int:
+    """The most working memory (bytes) one decode may allocate: $COMPRESSDATA_MAX_DECODE_BYTES, else 4 GiB."""
+    text = os.environ.get(DECODE_LIMIT_ENV)
+    if text is None:
+        return DECODE_LIMIT_BYTES
+    if not text.strip().isdigit():
+        raise UsageError(f"{DECODE_LIMIT_ENV} must be a number of bytes, got {text!r}")
+    return int(text)
 
 
 @dataclass(frozen=True)
@@ -62,13 +78,17 @@ class Parameterization:
 
     def prepare(self, tensors: Tensors, image_size: tuple[int, int] | None = None,
                 upsample_mode: str = "bilinear") -> Prepared:
-        """Per-bank work shared by every example (memory: bases upsampled, when they fit
-        `params.memory.EXPAND_LIMIT_BYTES`). Differentiable."""
-        return self._prepare(tensors, image_size, upsample_mode)
+        """Per-bank work shared by every example: 8-bit tensors dequantised (spec 2.6); memory: bases
+        upsampled, when they fit `params.memory.EXPAND_LIMIT_BYTES`. Differentiable in float tensors."""
+        return self._prepare(float_values(tensors, self.tensor_names), image_size, upsample_mode)
 
-    def decode_memory(self, shapes: Mapping[str, Sequence[int]], image_size: tuple[int, int]) -> DecodeMemory:
-        """The working memory `prepare` + `decode_prepared` allocate for stored tensors of these shapes."""
-        return self._memory(shapes, image_size)
+    def decode_memory(self, shapes: Mapping[str, Sequence[int]], image_size: tuple[int, int],
+                      quantized: Sequence[str] = ()) -> DecodeMemory:
+        """The working memory `prepare` + `decode_prepared` allocate for stored tensors of these shapes;
+        `quantized` names the 8-bit ones, dequantised once (float32 copies) by `prepare`."""
+        memory = self._memory(shapes, image_size)
+        copies = sum(FLOAT32 * math.prod(shapes[name]) for name in quantized)
+        return DecodeMemory(memory.prepared + copies, memory.per_example)
 
     def decode_prepared(self, prepared: Prepared, index: Index = None) -> torch.Tensor:
         """Examples `index` (all when None) as float32 [n, C, H, W] from `prepare`'s output."""
@@ -80,8 +100,26 @@ class Parameterization:
         return self.decode_prepared(self.prepare(tensors, image_size, upsample_mode), index)
 
     def floats_stored(self, tensors: Tensors) -> int:
-        """Number of stored floats that count against the budget (labels excluded)."""
+        """Number of stored values that count against the budget (labels excluded; an 8-bit value
+        counts as one, its scale and zero point not at all)."""
         return sum(int(tensors[name].numel()) for name in self.tensor_names)
+
+    def bytes_stored(self, tensors: Tensors) -> int:
+        """Bytes that count against a budget (spec 3.10): the kind's tensors and their per-row scales
+        and zero points; labels, ZCA tensors and per-tensor scales and zero points (one value each,
+        constants of the file like its normalisation) excluded."""
+        total = 0
+        for name in self.tensor_names:
+            total += tensor_bytes(tensors[name])
+            for companion in (scale_name(name), zero_point_name(name)):
+                if companion in tensors and tensors[companion].numel() > 1:
+                    total += tensor_bytes(tensors[companion])
+        return total
+
+
+def tensor_bytes(t: torch.Tensor) -> int:
+    """The bytes a tensor takes in the file's data section: elements x dtype size."""
+    return int(t.numel()) * t.element_size()
 
 
 def _memory_prepare(t: Tensors, size: tuple[int, int] | None, mode: str) -> Prepared:
