@@ -28,8 +28,7 @@ from safetensors import safe_open
 ROWS: dict[str, list[str]] = {
     "random-real": ["--method", "random-real"],
     "pixels": ["--method", "pixels", "--width", "16", "--unroll-steps", "20", "--iterations", "200",
-               "--inner-batch", "10", "--real-batch", "32", "--inner-lr", "0.03", "--outer-lr", "30",
-               "--networks-per-iteration", "2"],
+               "--inner-batch", "10", "--real-batch", "32", "--inner-lr", "0.03", "--outer-lr", "30"],
     "rtp": ["--method", "rtp", "--n-bases", "24", "--width", "16", "--unroll-steps", "20", "--iterations", "200",
             "--inner-batch", "10", "--real-batch", "32", "--init", "real", "--inner-lr", "0.03",
             "--outer-optimizer", "adam", "--outer-lr", "0.01"],
@@ -64,14 +63,15 @@ def _percent(evaluation: dict | None) -> str:
     return f"{100 * evaluation['mean']:.2f} +- {100 * evaluation['std']:.2f}"
 
 
-def run_row(name: str, ipc: float, seed: int, networks: int, out_dir: Path, extra: list[str]) -> dict:
+def run_row(name: str, ipc: float, seed: int, networks: int, out_dir: Path, extra: list[str],
+            evaluate_extra: list[str]) -> dict:
     """Distil and evaluate one row; returns its figures and commands."""
     out = out_dir / f"{name}-ipc{ipc:g}-seed{seed}.safetensors"
     log = out.with_suffix(".log")
     distill = ["compressdata", "distill", "--source", "fashion-mnist", "--budget-ipc", f"{ipc:g}", *ROWS[name],
                *extra, "--seed", str(seed), "--out", str(out), "--force", "--no-progress", "--no-checkpoints"]
     evaluate = ["compressdata", "evaluate", str(out), "--test", "fashion-mnist", "--protocol", "standard",
-                "--networks", str(networks), "--record", "--no-progress"]
+                "--networks", str(networks), "--record", "--no-progress", *evaluate_extra]
     distill_s = _run(distill, log)
     evaluate_s = _run(evaluate, log)
     evaluation = _last_evaluation(out)
@@ -89,6 +89,9 @@ def main() -> None:
     parser.add_argument("--networks", type=int, default=5, help="evaluation networks per bank")
     parser.add_argument("--out-dir", type=Path, default=Path("runs/results"))
     parser.add_argument("--extra", default="", help="more distill options for every row, as one string")
+    parser.add_argument("--evaluate-extra", default="",
+                        help="more evaluate options for every row, as one string (e.g. --no-baselines when the "
+                             "random-real row is in the table)")
     parser.add_argument("--json", type=Path, default=None, help="append every row's record here (JSON lines)")
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +100,8 @@ def main() -> None:
     for ipc in args.ipc:
         for name in args.rows:
             for seed in args.seeds:
-                row = run_row(name, ipc, seed, args.networks, args.out_dir, shlex.split(args.extra))
+                row = run_row(name, ipc, seed, args.networks, args.out_dir, shlex.split(args.extra),
+                              shlex.split(args.evaluate_extra))
                 print(f"| {ipc:g} | {name} | {seed} | {row['distill_s']:.0f} | {row['evaluate_s']:.0f} | "
                       f"{_percent(row['evaluation'])} | {_percent(row['random_real'])} | "
                       f"{_percent(row['full_data'])} |", flush=True)
