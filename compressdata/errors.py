@@ -12,7 +12,27 @@ from __future__ import annotations
 
 
 class CompressdataError(Exception):
-    """Base of every error compressdata raises."""
+    """Base of every error compressdata raises.
+
+    hint: what to do next, appended to the message; cli_hint: the same advice in command-line terms
+    (flags instead of Python arguments), which the `compressdata` command shows instead
+    (`command_line_message`)."""
+
+    def __init__(self, *args: object, hint: str | None = None, cli_hint: str | None = None):
+        super().__init__(*args)
+        self.hint = hint
+        self.cli_hint = cli_hint
+
+    def __str__(self) -> str:
+        return self._with_hint(self.hint)
+
+    def command_line_message(self) -> str:
+        """The message with the hint for the command line (the Python one when there is no other)."""
+        return self._with_hint(self.cli_hint or self.hint)
+
+    def _with_hint(self, hint: str | None) -> str:
+        text = super().__str__()
+        return f"{text}; {hint}" if hint else text
 
 
 class UsageError(CompressdataError, ValueError):
@@ -49,18 +69,20 @@ class IndexOutOfRangeError(CompressdataError, IndexError):
 class UnknownNameError(CompressdataError, KeyError):
     """A name (a task of a bank, ...) that does not exist; the message lists the known ones."""
 
-    def __str__(self) -> str:  # KeyError would show the message quoted
-        return str(self.args[0]) if self.args else ""
+    def _with_hint(self, hint: str | None) -> str:  # KeyError would show the message quoted
+        text = str(self.args[0]) if self.args else ""
+        return f"{text}; {hint}" if hint else text
 
 
 class FileFormatError(CompressdataError, ValueError):
     """A file compressdata reads breaks its format. The message names the file (when there is one)
     and what is wrong: field, expected, got."""
 
-    def __init__(self, problem: str = "", path: str | None = None):
+    def __init__(self, problem: str = "", path: str | None = None, *, hint: str | None = None,
+                 cli_hint: str | None = None):
         self.problem = problem
         self.path = path
-        super().__init__(f"{path}: {problem}" if path else problem)
+        super().__init__(f"{path}: {problem}" if path else problem, hint=hint, cli_hint=cli_hint)
 
 
 class BankFormatError(FileFormatError):

@@ -7,6 +7,7 @@ checksum as recorded, verified by `compressdata validate` and every load).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,8 @@ from compressdata.params import PARAMETERIZATIONS
 from compressdata.params.base import DecodeMemory
 from compressdata.params.quant import scale_name, zero_point_name
 from compressdata.safe_text import terminal_text
+
+PROVENANCE_INDENT = 2
 
 
 def describe_decode_memory(bank: MemoryBank) -> str:
@@ -78,7 +81,7 @@ def _describe(meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], clas
         f"normalization: mean {normalization.mean}, std {normalization.std}"
         + (f", ZCA (reg {normalization.zca_regularization})" if zca else ""),
         "recipe:        " + ", ".join(f"{k}={v}" for k, v in recipe.to_dict().items()),
-        "provenance:    " + (", ".join(f"{k}={v}" for k, v in sorted(meta.get("provenance", {}).items())) or "(none)"),
+        *_provenance_lines(meta.get("provenance", {})),
         f"decode memory: {_decode_memory_line(memory, storage['examples'])}",
         f"checksum:      {checksum}",
     ]
@@ -94,6 +97,40 @@ def _describe(meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], clas
     else:
         lines.append("evaluations:   (none recorded)")
     return "\n".join(terminal_text(line) for line in lines)
+
+
+def bank_json(meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> str:
+    """A bank's metadata object and its tensors' dtypes and shapes as indented JSON (ASCII: text from the
+    file is escaped), for `compressdata inspect --json`."""
+    shapes = {name: {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)}
+              for name, t in sorted(tensors.items())}
+    return json.dumps({"metadata": meta, "tensors": shapes}, indent=2, sort_keys=True, ensure_ascii=True)
+
+
+def _provenance_lines(provenance: Any) -> list[str]:
+    """The provenance as an indented tree, one value per line (lists of plain values on one line)."""
+    if not provenance:
+        return ["provenance:    (none)"]
+    return ["provenance:", *_tree(provenance, PROVENANCE_INDENT)]
+
+
+def _tree(value: Any, indent: int) -> list[str]:
+    lines = []
+    items = value.items() if isinstance(value, Mapping) else enumerate(value)
+    for key, item in items:
+        nested = bool(item) if isinstance(item, Mapping) else (
+            isinstance(item, list) and any(isinstance(v, (Mapping, list)) for v in item))
+        label = f"{' ' * indent}{key}:"
+        lines += [label, *_tree(item, indent + 2)] if nested else [f"{label} {_plain(item)}"]
+    return lines
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_plain(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{}"
+    return json.dumps(value) if value is None or isinstance(value, bool) else str(value)
 
 
 def _tasks(meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> list[dict[str, Any]]:

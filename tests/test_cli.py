@@ -36,7 +36,8 @@ def test_inspect_prints_every_section(bank_path, capsys):
     assert main(["inspect", str(bank_path)]) == 0
     out = capsys.readouterr().out
     for expected in ("kind:          memory", "[1, 28, 28]", "classes (3): shirt, boot, bag", "floats", "recipe:",
-                     "lr=0.01", "source=", "82.00 +- 1.00 %", "upsample:      bilinear", "decode memory:",
+                     "lr=0.01", "provenance:\n  method:\n    name: rtp\n  source:\n    dataset: fashion-mnist",
+                     "82.00 +- 1.00 %", "upsample:      bilinear", "decode memory:",
                      "(as recorded; compressdata validate verifies it)"):
         assert expected in out, expected
     bank = load_memory_bank(bank_path)  # the report of the loaded bank, but for the examples per class
@@ -69,7 +70,7 @@ def test_validate_accepts_valid_and_rejects_corrupted(bank_path, tmp_path, capsy
 
 def test_preview_writes_a_png_with_one_row_per_class(bank_path, tmp_path):
     out = tmp_path / "grid.png"
-    assert main(["preview", str(bank_path), "-o", str(out), "--per-class", "4", "--scale", "1"]) == 0
+    assert main(["preview", str(bank_path), "-o", str(out), "--per-class", "4", "--scale", "1", "--no-labels"]) == 0
     image = Image.open(out)
     assert image.format == "PNG"
     # 3 rows of 28-pixel cells + 1-pixel padding, 4 columns
@@ -90,7 +91,7 @@ def test_preview_of_a_two_channel_bank_shows_the_channel_mean(tmp_path):
                       normalization=Normalization([0.0, 0.0], [1.0, 1.0]))
     path, out = tmp_path / "two.safetensors", tmp_path / "two.png"
     save_memory_bank(bank, path)
-    assert main(["preview", str(path), "-o", str(out), "--scale", "1"]) == 0
+    assert main(["preview", str(path), "-o", str(out), "--scale", "1", "--no-labels"]) == 0
     image = Image.open(out).convert("RGB")
     assert image.size == (10 * 5 + 1, 2 * 5 + 1)  # --per-class 10 columns
     assert image.getpixel((1, 1)) == (128, 128, 128)

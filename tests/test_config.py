@@ -34,7 +34,7 @@ def _flag_actions():
 def test_every_flag_has_help_and_shows_its_default():
     parser = build_distill_parser()
     actions = _flag_actions()
-    assert len(actions) == 7 + 70  # out, force, method, objective, checkpoints, final_eval_networks, progress
+    assert len(actions) == 7 + 72  # out, force, method, objective, checkpoints, final_eval_networks, progress
     text = parser.format_help()
     for action in actions:
         assert action.help and len(action.help) > 8, action.dest
@@ -47,7 +47,7 @@ def test_the_flat_names_are_those_of_0_1_0():
     """to_dict keeps every key (and default) that compressdata 0.1.0 recorded; later options only add keys."""
     flat, old = DistillConfig().to_dict(), json.loads((FIXTURES / "distill-config.json").read_text())
     assert {k: flat[k] for k in old} == old
-    assert sorted(set(flat) - set(old)) == ["budget_bytes", "quant_aware", "storage_dtype"]
+    assert sorted(set(flat) - set(old)) == ["budget_bytes", "download", "profile", "quant_aware", "storage_dtype"]
     saved = json.loads((FIXTURES / "run-config.json").read_text())
     assert DistillConfig.from_dict(saved).to_dict() == {**flat, **saved}
     with pytest.raises(ConfigError, match=r"unknown distill options \['nope'\]"):
@@ -65,7 +65,7 @@ def test_groups_and_flat_names_name_the_same_options():
 
 def test_print_config_and_config_round_trip(tmp_path, capsys):
     args = ["distill", "--out", str(tmp_path / "b.safetensors"), "--inner.lr", "0.02", "--mtt.syn_steps", "9",
-            "--outer.betas", "[0.6,0.95]", "--outer.optimizer", "adam", "--data.dsa", "true"]
+            "--outer.betas", "[0.6,0.95]", "--outer.optimizer", "adam", "--data.dsa", "true", "--profile", "gpu"]
     with pytest.raises(SystemExit) as exit_:
         main([*args, "--print-config"])
     assert exit_.value.code == 0
@@ -78,7 +78,8 @@ def test_print_config_and_config_round_trip(tmp_path, capsys):
     assert capsys.readouterr().out == written
     parsed = config_from_namespace(build_distill_parser().parse_args(["--config", str(path)]))
     expected = DistillConfig.from_flat(inner_lr=0.02, mtt_syn_steps=9, outer_betas=(0.6, 0.95),
-                                       outer_optimizer="adam", dsa=True)
+                                       outer_optimizer="adam", dsa=True, profile="gpu",
+                                       networks_per_iteration=None)  # None: one per process, set at the start
     assert parsed == expected
 
 
@@ -93,7 +94,7 @@ README_DOTTED = ("--data.source fashion-mnist --parameterization.budget_ipc 1 --
 
 
 def _parsed(argv: list[str]):
-    ns = parse_distill_args(argv)
+    ns = parse_distill_args([*argv, "--profile", "gpu"])  # the official defaults, as 0.1.0 had them
     return run_config(ns), {k: ns[k] for k in ("force", "checkpoints", "final_eval_networks", "progress")}
 
 
@@ -114,7 +115,8 @@ def test_every_0_1_0_flag_keeps_its_meaning():
     assert len(cases) == 71
     for case in cases:
         config, command = _parsed([*case["argv"], "--out", "b.safetensors"])
-        got = json.loads(json.dumps({k: v for k, v in config.to_dict().items() if v != default[k]}))
+        got = json.loads(json.dumps({k: v for k, v in config.to_dict().items()
+                                     if v != default[k] and k != "profile"}))
         assert (got, command) == (case["config"], case["command"]), case["argv"]
 
 
@@ -173,7 +175,9 @@ def test_adding_an_option_is_one_edit():
         assert "the toy objective's weight [short: --toy-alpha] (type: float, default: 0.5)" in help_text
         config = config_from_namespace(parser.parse_args(["--out", "x", "--toy.alpha", "2"]))
         assert config.toy.alpha == 2.0 and config.to_dict()["toy_alpha"] == 2.0
-        assert config_from_namespace(parse_distill_args(["--out", "x", "--toy-alpha", "2"], parser)) == config
+        short = config_from_namespace(parse_distill_args(["--out", "x", "--toy-alpha", "2", "--profile", "gpu"],
+                                                         parser))
+        assert short.replace(profile=None, networks_per_iteration=1) == config
         assert DistillConfig.from_dict(config.to_dict()) == config
         with pytest.raises(ConfigError, match="toy_alpha must be a positive number"):
             config.replace(toy_alpha=-1.0).validate()

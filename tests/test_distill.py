@@ -249,23 +249,35 @@ def test_cli_distill_then_evaluate_and_record(tmp_path, capsys):
 
 def test_cli_distill_rtp_prints_layout_and_writes_checkpoints(tmp_path, capsys):
     out = tmp_path / "rtp.safetensors"
+    ckpt = tmp_path / "rtp.safetensors.ckpt"
     args = ["distill", "--out", str(out), "--outer.iterations", "2", "--inner.unroll_steps", "3",
             "--model.width", "8", "--inner.batch_per_class", "2", "--outer.real_batch_per_class", "2",
-            "--progress", "false"]
+            "--progress", "false", "--profile", "gpu"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "K=20 bases at ds=2, 19 examples per class" in printed  # the budget's default layout
-    assert (tmp_path / "rtp.safetensors.ckpt" / CHECKPOINT_FILE).is_file()
+    assert (ckpt / CHECKPOINT_FILE).is_file()
     bank = load_memory_bank(out)
-    assert bank.kind == "memory"
+    assert bank.kind == "memory" and bank.provenance["profile"] == "gpu"
     assert {k: bank.provenance["method"]["hyperparameters"][k] for k in ("n_bases", "downsample")} == \
         {"n_bases": 20, "downsample": 2}
     assert main(args) == 1
     assert "exists; pass --force" in capsys.readouterr().err
-    assert main([*args, "--force", "true"]) == 1  # a fresh run never overwrites a run's checkpoint
-    assert "already holds a checkpoint of a run: continue it with resume (--run.resume true)" in \
-        capsys.readouterr().err
-    assert main([*args, "--force", "true", "--run.resume", "true", "--outer.iterations", "3"]) == 0
+    # the same command again with --force: the finished run's checkpoint does not stand in the way
+    assert main([*args, "--force"]) == 0
+    assert "starting afresh: replacing the checkpoint" in capsys.readouterr().out
+    assert load_memory_bank(out).checksum() == bank.checksum()  # the same run, done again
+    # an unfinished run's checkpoint (2 of 5 iterations) stops a fresh run, which names both ways on
+    state, saved = load_checkpoint(ckpt)
+    save_checkpoint(ckpt, state, {**saved, "iterations": 5})
+    assert main([*args, "--force"]) == 0  # --force: start afresh
+    save_checkpoint(ckpt, state, {**saved, "iterations": 5})
+    out.unlink()
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "holds the checkpoint of an unfinished run (iteration 2 of 5); continue it with --resume, or start " \
+           "afresh with --force" in err and "resume=True" not in err
+    assert main([*args, "--resume", "--outer.iterations", "3"]) == 0
     assert load_memory_bank(out).provenance["method"]["iterations_done"] == 3
 
 
@@ -292,7 +304,8 @@ def test_cli_distill_rtp_prints_layout_and_writes_checkpoints(tmp_path, capsys):
 ])
 def test_cli_bad_options_give_clear_errors(tmp_path, capsys, args, message):
     out = tmp_path / "x.safetensors"
-    assert main(["distill", "--out", str(out), "--outer.iterations", "1", "--progress", "false", *args]) == 1
+    assert main(["distill", "--out", str(out), "--outer.iterations", "1", "--progress", "false", "--profile", "gpu",
+                 *args]) == 1
     err = capsys.readouterr().err
     assert "compressdata distill: error:" in err and message in err, err
     assert not out.exists()

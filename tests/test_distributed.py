@@ -30,10 +30,11 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = DistillConfig.from_flat(iterations=4, unroll_steps=3, width=8, inner_batch_per_class=3,
                      real_batch_per_class=3, checkpoint_every=2, seed=5, networks_per_iteration=2,
                      device="cpu")
+# networks_per_iteration left out: on the command line it defaults to one network per process (2 here)
 TINY_ARGS = ["--outer.iterations", "4", "--inner.unroll_steps", "3", "--model.width", "8",
              "--inner.batch_per_class", "3",
              "--outer.real_batch_per_class", "3", "--run.checkpoint_every", "2", "--run.seed", "5",
-             "--scale.networks_per_iteration", "2", "--run.device", "cpu", "--progress", "false"]
+             "--run.device", "cpu", "--progress", "false", "--profile", "gpu"]
 
 
 def _free_port() -> int:
@@ -82,6 +83,7 @@ def test_networks_per_iteration_loop_and_vmap_agree(train):
 
 
 def test_torchrun_two_processes_equal_single_process(train, tmp_path):
+    """Launched without --networks-per-iteration: one network per process, the run of G = 2 in one process."""
     out = tmp_path / "dist.safetensors"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
            "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
@@ -91,6 +93,7 @@ def test_torchrun_two_processes_equal_single_process(train, tmp_path):
     assert proc.stdout.count("wrote ") == 1  # only rank 0 writes and speaks
     reference = distill(TINY, train, progress=False, log=_quiet)
     bank = load_memory_bank(out)
+    assert bank.provenance["method"]["hyperparameters"]["networks_per_iteration"] == 2  # one per process
     for k in reference.tensors:
         torch.testing.assert_close(bank.tensors[k], reference.tensors[k], rtol=1e-5, atol=1e-6)
     state, _ = load_checkpoint(f"{out}.ckpt")

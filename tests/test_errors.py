@@ -83,7 +83,7 @@ def test_the_cli_shows_a_bug_as_a_traceback(monkeypatch, capsys):
         raise ZeroDivisionError("a bug")
 
     parser = cli.build_parser()
-    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(cli, "build_parser", lambda commands=None: parser)
     parser._subparsers._group_actions[0].choices["validate"].set_defaults(func=broken)
     with pytest.raises(ZeroDivisionError):
         cli.main(["validate", "x.safetensors"])

@@ -95,11 +95,12 @@ def test_webdataset_shards_read_back_with_webdataset(
     bank = pixel_bank(3, soft=True)
     shards = export_webdataset(bank, tmp_path / "out" / "shard-%06d.tar", maxcount=7)
     assert [Path(s).name for s in shards] == [f"shard-{i:06d}.tar" for i in range(5)]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [Path(s).name for s in shards]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["classes.json", *(Path(s).name for s in shards)]
+    assert json.loads((tmp_path / "out" / "classes.json").read_text()) == bank.classes
     for shard in shards:
         with tarfile.open(shard) as tar:
             names = tar.getnames()
-        assert {n.split(".", 1)[1] for n in names} == {"png", "cls", "npy"}  # nothing pickled
+        assert {n.split(".", 1)[1] for n in names} == {"png", "cls", "json", "npy"}  # nothing pickled
     samples = list(wds.WebDataset(shards, shardshuffle=False).decode("pil"))
     assert len(samples) == len(bank)
     index = torch.tensor([int(s["__key__"]) for s in samples])
@@ -107,6 +108,7 @@ def test_webdataset_shards_read_back_with_webdataset(
     images = torch.stack([as_pixels(s["png"]) for s in samples])
     assert (images - bank.decode_pixels()).abs().max() <= HALF_STEP
     assert [s["cls"] for s in samples] == bank.hard_labels().tolist()
+    assert [s["json"] for s in samples] == [{"label": int(c), "class": bank.classes[c]} for c in bank.hard_labels()]
     soft = torch.tensor(np.stack([s["npy"] for s in samples]))
     assert torch.equal(soft, bank.labels)
 
@@ -190,25 +192,35 @@ def test_hub_repo_loads_with_datasets_load_dataset(
     hub_server: HubServer, pixel_bank: Callable[..., MemoryBank],
     memory_bank: Callable[..., MemoryBank], tmp_path: Path,
 ) -> None:
-    """What the Hub's viewer does: `datasets` follows the card's `configs` to the preview shards."""
-    banks = {"ipc1": pixel_bank(1), "ipc2": memory_bank(2)}
+    """What a user (and the Hub's viewer) does: `datasets.load_dataset(repo, config)` follows the card's
+    `configs` to the viewer data and gets `image` and a `label` ClassLabel with the class names, like the
+    Hub's fashion_mnist; every example of a small bank, a class-balanced `preview` split of a large one."""
+    banks = {"ipc1": pixel_bank(1), "ipc2": memory_bank(2), "big": pixel_bank(6, soft=True)}
     for config, bank in banks.items():
-        push_to_hub(bank, "alice/viewer", config=config, token=USER_TOKEN, endpoint=hub_server.url)
+        push_to_hub(bank, "alice/viewer", config=config, token=USER_TOKEN, endpoint=hub_server.url,
+                    viewer_limit=20 if config == "big" else 10_000)
     script = textwrap.dedent(
         """
         import json, datasets
-        rows = datasets.load_dataset("alice/viewer", "ipc2", split="train")[:]
-        print(json.dumps({"keys": rows["__key__"], "cls": rows["cls"],
-                          "png": [list(img.getdata()) for img in rows["png"]]}))
+        full = datasets.load_dataset("alice/viewer", "ipc2")
+        rows = full["train"]
+        preview = datasets.load_dataset("alice/viewer", "big")
+        print(json.dumps({"splits": list(full), "columns": rows.column_names, "names": rows.features["label"].names,
+                          "label": list(rows["label"]), "pixels": [img.tobytes().hex() for img in rows["image"]],
+                          "preview_splits": list(preview), "preview_columns": preview["preview"].column_names,
+                          "preview_label": list(preview["preview"]["label"])}))
         """
     )
     env = {**os.environ, "HF_ENDPOINT": hub_server.url, "HF_HOME": str(tmp_path / "home")}
     env.pop("HF_HUB_OFFLINE", None)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            env=env, check=True)
+                            env=env, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     bank = banks["ipc2"]
-    assert [int(k) for k in out["keys"]] == list(range(len(bank)))
-    assert out["cls"] == bank.hard_labels().tolist()
-    pixels = torch.tensor(out["png"], dtype=torch.float32).view(-1, 1, 28, 28) / 255
-    assert (pixels - bank.decode_pixels()).abs().max() <= HALF_STEP
+    assert out["splits"] == ["train"] and out["columns"] == ["image", "label"]
+    assert out["names"] == bank.classes and out["label"] == bank.hard_labels().tolist()
+    pixels = torch.tensor([list(bytes.fromhex(h)) for h in out["pixels"]], dtype=torch.float32).view(-1, 1, 28, 28)
+    assert (pixels / 255 - bank.decode_pixels()).abs().max() <= HALF_STEP
+    assert out["preview_splits"] == ["preview"] and out["preview_columns"] == ["image", "label", "soft_label"]
+    assert sorted(out["preview_label"]) == sorted(list(range(10)) * 2)  # 20 of 60, two of every class

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -89,35 +88,61 @@ def test_push_creates_repo_card_preview_and_shards(
     info = push(hub_server, bank, license="mit")
     assert len(info.oid) == 40
     assert repo_files(hub_server) == [
-        ".gitattributes", "README.md", "default/bank.safetensors", "default/preview.png",
-        "default/preview/shard-000000.tar"]
+        ".gitattributes", "README.md", "default/bank.safetensors", "default/data/train-00000-of-00001.parquet",
+        "default/preview.png"]
     card = remote_bytes(hub_server, hub_cache, "README.md").decode()
     meta, body = split_front_matter(card)
     assert meta["license"] == "mit"
     assert "dataset-distillation" in meta["tags"]
     assert meta["task_categories"] == ["image-classification"]
-    assert meta["source_datasets"] == ["fashion-mnist"]
+    assert meta["source_datasets"] == ["zalando-datasets/fashion_mnist"]  # the Hub id of the source
     assert meta["size_categories"] == ["n<1K"]
     assert meta["configs"] == [{"config_name": "default", "data_files": [
-        {"split": "train", "path": "default/preview/*.tar"}]}]
+        {"split": "train", "path": "default/data/train-*"}]}]
     (entry,) = meta["compressdata"]["banks"]
     assert entry["checksum"] == bank.checksum() and entry["examples"] == 30
-    assert f'load_memory_bank("{REPO}")' in body
     (result,) = bank.evaluations
     accuracy = f"{100 * result.mean:.2f} ± {100 * result.std:.2f} %"
     for text in ("T-shirt/top (3)", "Ankle boot (3)", "real images per class", accuracy,
-                 "| lr | 0.01 |", '"real-subset"', "![preview of default"):
+                 "| lr | 0.01 |", '"real-subset"', "![preview of default", "pip install compressdata",
+                 f'MemoryDataset("{REPO}")', "all 30 decoded examples"):
         assert text in body, text
     preview = Image.open(io.BytesIO(remote_bytes(hub_server, hub_cache, "default/preview.png")))
     assert preview.format == "PNG"
     assert preview.size[1] == 10 * (28 * 2 + 1) + 1  # one row per class
-    shard = remote_bytes(hub_server, hub_cache, "default/preview/shard-000000.tar")
-    with tarfile.open(fileobj=io.BytesIO(shard)) as tar:
-        names = tar.getnames()
-    assert len(names) == 60 and {n.rsplit(".", 1)[1] for n in names} == {"png", "cls"}
     loaded = load(hub_server, hub_cache)
     assert same_bank(loaded, bank)
     assert loaded.provenance == bank.provenance and loaded.classes == bank.classes
+
+
+def test_the_card_licence_follows_the_hub_spec_and_a_later_push_keeps_the_cards_fields(
+    hub_server: HubServer, hub_cache: Path, pixel_bank: Callable[..., MemoryBank]
+) -> None:
+    bank = pixel_bank(1)
+    push(hub_server, bank)
+    meta, body = split_front_matter(remote_bytes(hub_server, hub_cache, "README.md").decode())
+    # no licence given: `other`, with the name and link the Hub's card spec asks for
+    assert (meta["license"], meta["license_name"], meta["license_link"]) == (
+        "other", "same-as-source-dataset", "https://huggingface.co/datasets/zalando-datasets/fashion_mnist")
+    assert "its licence terms apply" in body
+    # the publisher edits the card: a licence, a language, a tag of their own
+    edited = {**meta, "license": "mit", "language": ["en"], "tags": [*meta["tags"], "fashion"]}
+    del edited["license_name"], edited["license_link"]
+    card = "---\n" + yaml.safe_dump(edited, sort_keys=False) + "---\n" + body
+    HfApi(endpoint=hub_server.url, token=USER_TOKEN).upload_file(
+        path_or_fileobj=card.encode(), path_in_repo="README.md", repo_id=REPO, repo_type="dataset")
+    push(hub_server, pixel_bank(2), config="ipc2")  # a later push without a licence
+    meta, _ = split_front_matter(remote_bytes(hub_server, hub_cache / "2", "README.md").decode())
+    assert meta["license"] == "mit" and "license_name" not in meta
+    assert meta["language"] == ["en"] and "fashion" in meta["tags"] and "dataset-distillation" in meta["tags"]
+    assert [c["config_name"] for c in meta["configs"]] == ["default", "ipc2"]
+    push(hub_server, bank, license="other", license_name="my-terms-1.0", license_link="LICENSE.md")
+    meta, _ = split_front_matter(remote_bytes(hub_server, hub_cache / "3", "README.md").decode())
+    assert (meta["license"], meta["license_name"], meta["license_link"]) == ("other", "my-terms-1.0", "LICENSE.md")
+    before = len(hub_server.requests)
+    with pytest.raises(ValueError, match="license 'other' needs license_name and license_link"):
+        push(hub_server, bank, license="other")
+    assert len(hub_server.requests) == before  # refused before any request
 
 
 def test_update_keeps_history_and_pinned_revisions_load(
@@ -146,14 +171,13 @@ def test_several_configs_and_stale_shards(
     memory_bank: Callable[..., MemoryBank],
 ) -> None:
     big, small, mem = pixel_bank(60), pixel_bank(1), memory_bank(5)
-    push(hub_server, big, config="ipc60")
-    assert "ipc60/preview/shard-000001.tar" in repo_files(hub_server)  # 600 previews, 2 shards
+    push(hub_server, big, config="ipc60", viewer_limit=500)
+    assert "ipc60/data/preview-00000-of-00001.parquet" in repo_files(hub_server)  # 500 of 600: a preview
     push(hub_server, mem, config="ipc10")
     push(hub_server, small, config="ipc1")
-    push(hub_server, small, config="ipc60")  # replaces ipc60: its second shard must go
+    push(hub_server, small, config="ipc60")  # replaces ipc60: its preview file must go
     files = repo_files(hub_server)
-    assert [f for f in files if f.startswith("ipc60/preview/")] == [
-        "ipc60/preview/shard-000000.tar"]
+    assert [f for f in files if f.startswith("ipc60/data/")] == ["ipc60/data/train-00000-of-00001.parquet"]
     meta, body = split_front_matter(remote_bytes(hub_server, hub_cache, "README.md").decode())
     assert [c["config_name"] for c in meta["configs"]] == ["ipc1", "ipc10", "ipc60"]
     assert "## Config `ipc10`" in body and 'config="ipc1"' in body

@@ -124,7 +124,7 @@ def test_the_card_body_escapes_class_and_source_names() -> None:
     heading = [line for line in prose.splitlines() if line.startswith("#")]
     assert all(line.startswith(("# ", "## ", "### ")) for line in heading)
     rows = [line for line in prose.splitlines() if line.startswith("| `default`")]
-    assert rows and all(row.count("|") - row.count("\\|") == 8 for row in rows)  # 7 cells, none split by a name
+    assert rows and all(row.count("|") - row.count("\\|") == 10 for row in rows)  # 9 cells, none split by a name
 
 
 def test_a_card_cannot_point_a_config_at_another_path() -> None:

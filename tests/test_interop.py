@@ -179,8 +179,9 @@ def test_dc_family_presets_follow_the_repository(release, tmp_path, name, expect
 
 def test_mtt_family_normalises_cifar100_with_cifar10_statistics_and_asks_about_zca(tmp_path):
     torch.save((torch.randn(100, 3, 32, 32), torch.arange(100)), tmp_path / "c100.pt")
-    with pytest.raises(InteropError, match="--zca / --no-zca"):
+    with pytest.raises(InteropError, match="pass zca=True or False") as refused:
         import_bank(tmp_path / "c100.pt", "plain", dataset="cifar100", method="mtt", lr=0.01)
+    assert refused.value.command_line_message().endswith("pass --zca or --no-zca")
     mtt = import_bank(tmp_path / "c100.pt", "plain", dataset="cifar100", method="mtt", lr=0.01, zca=False)
     dm = import_bank(tmp_path / "c100.pt", "plain", dataset="cifar100", method="dm")
     assert mtt.normalization.mean == [0.4914, 0.4822, 0.4465] and mtt.normalization.std == [0.2023, 0.1994, 0.2010]

@@ -90,7 +90,7 @@ def test_attributes_and_items_match_torchvision(memory_bank, torchvision_fashion
     ds = MemoryDataset(memory_bank, output="pil")
     assert ds.classes == tv.classes and ds.class_to_idx == tv.class_to_idx
     assert isinstance(ds.targets, torch.Tensor) and ds.targets.dtype == tv.targets.dtype
-    assert torch.equal(ds.targets, memory_bank.labels) and len(ds) == N
+    assert torch.equal(ds.targets, memory_bank.labels[ds.rows]) and len(ds) == N
     (image, target), (tv_image, tv_target) = ds[0], tv[0]
     assert isinstance(image, Image.Image) and isinstance(tv_image, Image.Image)
     assert (image.mode, image.size) == (tv_image.mode, tv_image.size) == ("L", (28, 28))
@@ -115,16 +115,18 @@ def test_transform_and_target_transform_are_applied(memory_bank):
     ds = MemoryDataset(memory_bank, transform=lambda x: 2 * x + 1, target_transform=lambda t: CLASSES[t])
     for i in (0, 7, N - 1):
         image, target = ds[i]
-        torch.testing.assert_close(image, 2 * memory_bank.decode([i])[0] + 1)
-        assert target == CLASSES[int(memory_bank.labels[i])]
+        row = int(ds.rows[i])
+        torch.testing.assert_close(image, 2 * memory_bank.decode([row])[0] + 1)
+        assert target == CLASSES[int(memory_bank.labels[row])]
 
 
 def test_tensor_output_is_the_decoded_example(memory_bank):
     ds = MemoryDataset(memory_bank)
     image, target = ds[11]
     assert image.shape == (1, 28, 28) and image.dtype == torch.float32
-    torch.testing.assert_close(image, memory_bank.decode()[11], rtol=1e-6, atol=1e-6)
-    assert target == int(memory_bank.labels[11])
+    row = int(ds.rows[11])
+    torch.testing.assert_close(image, memory_bank.decode()[row], rtol=1e-6, atol=1e-6)
+    assert target == int(memory_bank.labels[row])
 
 
 # ---- PIL and pixel outputs -----------------------------------------------------------------------
@@ -134,7 +136,7 @@ def test_tensor_output_is_the_decoded_example(memory_bank):
 def test_pil_through_totensor_normalize_gives_back_the_decoded_values(request, which):
     bank = request.getfixturevalue(which)
     pipeline = T.Compose([T.ToTensor(), T.Normalize(MEAN, STD)])
-    via_pil = torch.stack([x for x, _ in MemoryDataset(bank, transform=pipeline, output="pil")])
+    via_pil = torch.stack([x for x, _ in MemoryDataset(bank, transform=pipeline, output="pil", order="stored")])
     decoded = bank.decode()
     assert float(decoded.abs().max()) > 1.0  # a normalised space, not [0, 1]
     tolerance = UINT8_TOLERANCE if which == "memory_bank" else 1e-5  # real images are exact uint8 values
@@ -143,7 +145,7 @@ def test_pil_through_totensor_normalize_gives_back_the_decoded_values(request, w
 
 def test_pixels_output_undoes_the_normalisation(pixels_bank, real):
     images, _ = real
-    ds = MemoryDataset(pixels_bank, output="pixels")
+    ds = MemoryDataset(pixels_bank, output="pixels", order="stored")
     for i in (0, 5, N - 1):
         image, _ = ds[i]
         assert 0 <= float(image.min()) and float(image.max()) <= 1
@@ -156,7 +158,7 @@ def test_rgb_pil_output(real):
     mean, std = [0.3, 0.25, 0.2], [0.35, 0.3, 0.25]
     norm = Normalization(mean, std)
     bank = MemoryBank(pixels=norm.apply(rgb), labels=labels[:20], classes=CLASSES, normalization=norm)
-    image, _ = MemoryDataset(bank, output="pil")[4]
+    image, _ = MemoryDataset(bank, output="pil", order="stored")[4]
     assert image.mode == "RGB" and image.size == (28, 28)
     torch.testing.assert_close(T.ToTensor()(image), rgb[4], rtol=0, atol=1e-6)
 
@@ -173,17 +175,19 @@ def test_invalid_options_are_rejected(pixels_bank):
 
 
 @pytest.mark.parametrize("space", ["probabilities", "logits"])
-def test_soft_labels_are_float_vectors(soft_banks, space):
+def test_soft_labels_are_the_distributions_the_recipe_trains_on(soft_banks, space):
     bank = soft_banks[space]
-    ds = MemoryDataset(bank)
+    ds = MemoryDataset(bank, order="stored")
     _, target = ds[3]
     assert isinstance(target, torch.Tensor) and target.dtype == torch.float32 and target.shape == (10,)
-    assert torch.equal(target, bank.labels[3])
-    if space == "probabilities":
-        assert float(target.sum()) == pytest.approx(1.0, abs=1e-5)
+    expected = bank.labels if space == "probabilities" else (bank.labels / bank.recipe.label_temperature).softmax(1)
+    torch.testing.assert_close(target, expected[3])
+    assert float(target.sum()) == pytest.approx(1.0, abs=1e-5)
     x, y = next(iter(DataLoader(ds, batch_size=64)))
     assert x.shape == (64, 1, 28, 28) and y.shape == (64, 10) and y.dtype == torch.float32
-    assert torch.equal(y, bank.labels[:64])
+    torch.testing.assert_close(y, expected[:64])
+    _, hard = MemoryDataset(bank, order="stored", hard_targets=True)[3]
+    assert hard == int(bank.labels[3].argmax())
 
 
 def test_negative_indices_and_index_errors(pixels_bank):

@@ -38,8 +38,9 @@ def _seconds_per_iteration(metrics: Path) -> float:
 def run(processes: int, batching: str, args: argparse.Namespace, work: Path) -> float:
     """Seconds per outer iteration of one run (a fresh checkpoint directory)."""
     out = work / f"p{processes}-{batching}.safetensors"
-    # K=16 at ds=2, the layout docs/scaling.md measured (the library's IPC 1 default is K=20)
-    distill = ["distill", "--n-bases", "16", "--downsample", "2",
+    # K=16 at ds=2, the layout docs/scaling.md measured (the library's IPC 1 default is K=20); the gpu
+    # profile: the defaults it was measured with, whatever the device
+    distill = ["distill", "--profile", "gpu", "--n-bases", "16", "--downsample", "2",
                "--iterations", str(args.iterations), "--unroll-steps", str(args.unroll),
                "--width", str(args.width), "--inner-batch", str(args.inner_batch),
                "--real-batch", str(args.real_batch), "--networks-per-iteration", str(args.networks),

@@ -18,8 +18,10 @@ methods a budget of `budget_ipc` images per task class, and rtp never exceeds th
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,8 @@ from compressdata.errors import ConfigError
 from compressdata.evaluate import test_accuracy, train_network
 from compressdata.files import atomic_write
 from compressdata.models import build_model
+
+logger = logging.getLogger(__name__)
 
 METHODS = ("rtp", "replay", "finetune", "joint")
 
@@ -140,9 +144,10 @@ def rtp_rows_per_class(cfg: ContinualConfig, bank: MemoryBank | None, task_class
 
 
 def run_continual(cfg: ContinualConfig, *, tasks: list[Task] | None = None, progress: bool = True,
-                  log=print) -> dict[str, Any]:
+                  log: Callable[[str], None] = logger.info) -> dict[str, Any]:
     """Run every method of `cfg` over the task stream; returns a JSON-able result dict
-    (config, task names, per-method accuracies, averages, forgetting and storage)."""
+    (config, task names, per-method accuracies, averages, forgetting and storage); one line per task and
+    method goes to `log` (default: this module's logger)."""
     cfg.validate()
     torch.manual_seed(cfg.seed)
     tasks = tasks or make_tasks(cfg.protocol, angles=cfg.angles, train_per_class=cfg.train_per_class,

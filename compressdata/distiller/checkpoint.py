@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from compressdata.container import FileKind, read_file, write_file
+from compressdata.container import FileKind, read_file, read_header, write_file
 from compressdata.errors import CheckpointError, MissingFileError
 from compressdata.files import atomic_write
 
@@ -55,6 +55,21 @@ def save_checkpoint(directory: str | os.PathLike, state: DistillState,
     path = Path(directory) / CHECKPOINT_FILE
     write_file(path, CHECKPOINT, tensors, meta)
     return path
+
+
+def read_checkpoint_header(directory: str | os.PathLike) -> tuple[int, dict[str, Any]]:
+    """(iteration, saved config dict) of directory/checkpoint.safetensors from its header alone (no tensor
+    is read); MissingFileError when there is none, CheckpointError naming the field when it is not valid."""
+    path = Path(directory) / CHECKPOINT_FILE
+    if not path.is_file():
+        raise MissingFileError(f"no checkpoint: {path} does not exist")
+    meta = read_header(path, CHECKPOINT).meta
+    iteration, config = meta.get("iteration"), meta.get("config")
+    if not isinstance(iteration, int) or isinstance(iteration, bool) or iteration < 0:
+        raise CheckpointError(f"field 'iteration': expected an integer >= 0, got {iteration!r}", str(path))
+    if not isinstance(config, dict):
+        raise CheckpointError(f"field 'config': expected an object, got {type(config).__name__}", str(path))
+    return iteration, config
 
 
 def load_checkpoint(directory: str | os.PathLike,

@@ -11,13 +11,12 @@ The short flags every earlier version took (`--budget-ipc 10`, `--dsa`, `--no-ch
 option's flat name with dashes) keep working: `distill.short_flags` rewrites them into the dotted form
 before jsonargparse parses, from a table generated from the same groups.
 
-`add_distill_commands(subparsers)` registers `distill` (a stub listed in `compressdata --help` that
-hands its arguments to `main`) and `experts` on the main parser (`compressdata.cli`).
+`compressdata.cli` lists `distill` among its commands and hands its arguments to `main`.
 """
 
 from __future__ import annotations
 
-import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,13 +24,16 @@ from typing import Any, Literal
 
 from jsonargparse import ArgumentParser, Namespace, set_parsing_settings
 
-from compressdata.distiller.config import METHODS, DistillConfig
-from compressdata.distiller.experts_cli import add_experts_command
+from compressdata.distiller.checkpoint import CHECKPOINT_FILE, read_checkpoint_header
+from compressdata.distiller.config import KIND_OF_METHOD, METHODS, DistillConfig
 from compressdata.distiller.options import GROUPS, OBJECTIVES, option_groups
+from compressdata.distiller.profiles import default_profile, profile_defaults
 from compressdata.distiller.short_flags import RENAMED, ShortFlag, expand_short_flags, short_flags, short_help
 from compressdata.errors import ConfigError
-from compressdata.runtime.distributed import distributed_session
+from compressdata.runtime.distributed import distributed_session, env_world
 
+logger = logging.getLogger(__name__)
+NETWORKS = "scale.networks_per_iteration"
 DESCRIPTION = (
     "Distil a labelled dataset into a bank file. Three axes combine freely: the parameterization "
     "(--param pixels | memory | lowrank; memory = addressable memories, K shared bases and one address row "
@@ -44,10 +46,13 @@ DESCRIPTION = (
     "--force, and --no-checkpoints, --no-progress turn the defaults off), and the grouped flag listed below "
     "(--parameterization.budget_ipc 10; booleans take a value: --data.dsa true), whose help names its short "
     f"flag. Short flags with another name: {', '.join(f'{k} (--{v})' for k, v in RENAMED.items())}. "
-    "--print_config writes every option as YAML; --config FILE reads it back.")
+    "--print_config writes every option as YAML; --config FILE reads it back. The defaults depend on the "
+    "device (--profile): on a GPU the official settings (ConvNet-128, T=50, 2000 iterations), on a CPU the "
+    "CPU protocol (ConvNet-16, T=20, 200 iterations, about 15 minutes for IPC 1 on 2 cores; docs/benchmarks.md); "
+    "options given explicitly win over the profile.")
 # The command's own options (not part of the run's configuration): name -> (type, default, help).
 COMMAND_OPTIONS: dict[str, tuple[type, Any, str]] = {
-    "force": (bool, False, "overwrite --out if it exists"),
+    "force": (bool, False, "overwrite --out if it exists, and start afresh over the checkpoint of an unfinished run"),
     "checkpoints": (bool, True, "write checkpoints (to --checkpoint-dir, else OUT.ckpt)"),
     "final_eval_networks": (int, 0, "evaluate the result with N fresh networks (its recipe) and record it in the bank"),
     "progress": (bool, True, "show a progress bar"),
@@ -82,10 +87,24 @@ def distill_short_flags() -> dict[str, ShortFlag]:
 
 def parse_distill_args(argv: Sequence[str], parser: ArgumentParser | None = None) -> Namespace:
     """Parse a `distill` command line: short flags and `--print-config` are rewritten into the generated
-    parser's dotted form first (exit 2 with a message on a bad or unknown flag)."""
+    parser's dotted form first (exit 2 with a message on a bad or unknown flag). The options start from the
+    run's profile (`distill.profiles`: --profile, else the device's), then what was given."""
     argv = ["--print_config" if a == "--print-config" else a for a in argv]
     parser = parser or build_distill_parser()
-    return parser.parse_args(expand_short_flags(argv, distill_short_flags()))
+    expanded = expand_short_flags(argv, distill_short_flags())
+    parser.set_defaults({**profile_defaults_for(parser, expanded), NETWORKS: None})  # None: one per process
+    return parser.parse_args(expanded)
+
+
+def profile_defaults_for(parser: ArgumentParser, expanded: Sequence[str]) -> dict[str, Any]:
+    """The defaults of the profile a command line (in dotted form) asks for: its --profile, else the one of the
+    device it runs on, for its objective and parameterization, leaving out bundles it gave an option of."""
+    probe = [a for a in expanded if a not in ("-h", "--help") and not a.startswith("--print_config")]
+    values = parser.parse_args(probe, _skip_validation=True).as_dict()
+    profile = values["run"]["profile"] or default_profile(values["run"]["device"])
+    kind = values["parameterization"]["kind"] or KIND_OF_METHOD.get(values["method"], "memory")
+    given = {f"{group}.{name}": value for group in option_groups() for name, value in values[group].items()}
+    return {**profile_defaults(profile, values["objective"], kind, given), "run.profile": profile}
 
 
 def config_from_namespace(ns: Namespace) -> DistillConfig:
@@ -104,7 +123,20 @@ def run_config(ns: Namespace) -> DistillConfig:
         raise ConfigError(f"--final-eval-networks must be >= 0, got {ns.final_eval_networks}")
     config = config_from_namespace(ns)
     checkpoint_dir = (config.run.checkpoint_dir or f"{ns.out}.ckpt") if ns.checkpoints else None
-    return config.replace(checkpoint_dir=checkpoint_dir).validate()
+    networks = config.scale.networks_per_iteration
+    if networks is None:
+        networks = network_count(checkpoint_dir if config.run.resume else None)
+    return config.replace(checkpoint_dir=checkpoint_dir, networks_per_iteration=networks).validate()
+
+
+def network_count(resumed: str | None) -> int:
+    """networks_per_iteration when the command line does not give it: the resumed checkpoint's (in `resumed`),
+    else one network per process of the launch (1 without torchrun)."""
+    if resumed is not None and (Path(resumed) / CHECKPOINT_FILE).is_file():
+        saved = read_checkpoint_header(resumed)[1].get("networks_per_iteration")
+        if isinstance(saved, int) and not isinstance(saved, bool) and saved >= 1:
+            return saved
+    return env_world().size
 
 
 def main(argv: Sequence[str]) -> int:
@@ -115,15 +147,6 @@ def main(argv: Sequence[str]) -> int:
     config = run_config(ns)
     with distributed_session(config.run.device, config.scale.collective_timeout) as world:
         return _distill_and_save(ns, config, out, world.is_main)
-
-
-def add_distill_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register `distill` (its arguments go to `main`) and `experts`."""
-    p = subparsers.add_parser("distill", add_help=False, help="distil a real dataset into a memory bank (any "
-                              "parameterization x objective); see compressdata distill --help")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="options: compressdata distill --help")
-    p.set_defaults(func=lambda args: main(args.args))
-    add_experts_command(subparsers)
 
 
 def _check_out(out: Path, force: bool) -> None:
@@ -141,20 +164,24 @@ def _distill_and_save(ns: Any, config: DistillConfig, out: Path, main: bool) -> 
     from compressdata.loading import save_memory_bank
 
     try:
-        bank = distill(config, progress=ns.progress)
+        bank = distill(config, progress=ns.progress, overwrite_checkpoint=ns.force)
     except KeyboardInterrupt:
         print("stopped.", file=sys.stderr)
         return 130
     if ns.final_eval_networks:
         from compressdata.data.sources import load_source
+        from compressdata.evaluate import chance_warning
 
         result = evaluate_bank_over_ranks(
-            bank, load_source(config.data.source, "test"), arch=config.model.arch,
+            bank, load_source(config.data.source, "test", download=config.data.download), arch=config.model.arch,
             networks=ns.final_eval_networks, device=config.run.device, seed=config.run.seed,
             width=config.model.width, progress=ns.progress)
         bank.add_evaluation(result)
+        warning = chance_warning(result, bank.num_classes)
         if main:
             print(result.summary())
+            if warning:
+                logger.warning(warning)
     if not main:
         return 0
     save_memory_bank(bank, out)

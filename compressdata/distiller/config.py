@@ -81,7 +81,7 @@ ADAM_OUTER_LR = 0.05
 # Fields (flat names) that may change between a run and its resumption without changing the result.
 RESUMABLE_CHANGES = frozenset({
     "iterations", "checkpoint_dir", "checkpoint_every", "resume", "eval_every", "eval_epochs",
-    "eval_networks", "device", "network_batching", "collective_timeout",
+    "eval_networks", "device", "network_batching", "collective_timeout", "download", "profile",
 })
 
 

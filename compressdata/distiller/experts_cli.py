@@ -17,6 +17,7 @@ def add_experts_command(subparsers: argparse._SubParsersAction) -> None:
                     "one's parameters after every epoch (one safetensors file per expert plus "
                     "manifest.json). Rerunning the same command continues a killed run.")
     p.add_argument("--source", default=d.source)
+    p.add_argument("--download", action="store_true", help="download the source when it is not local")
     p.add_argument("--out", "-o", required=True, help="directory of the trajectories")
     p.add_argument("--experts", type=int, default=d.experts)
     p.add_argument("--epochs", type=int, default=d.epochs)
@@ -39,6 +40,7 @@ def add_experts_command(subparsers: argparse._SubParsersAction) -> None:
 
 def run_experts(args: argparse.Namespace) -> int:
     """`compressdata experts`: train (or continue) and print where the manifest is."""
+    from compressdata.data.sources import load_source
     from compressdata.distiller.experts import train_experts
     from compressdata.distiller.loop import resolve_device
 
@@ -47,7 +49,7 @@ def run_experts(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, arch=args.arch, width=args.width, depth=args.depth,
         norm=args.norm, dsa=args.dsa, zca=args.zca, zca_regularization=args.zca_regularization,
         train_examples=args.train_examples, seed=args.seed).validate()
-    manifest = train_experts(config, args.out, device=resolve_device(args.device),
-                             progress=not args.no_progress)
+    manifest = train_experts(config, args.out, device=resolve_device(args.device), progress=not args.no_progress,
+                             data=load_source(config.source, "train", download=args.download))
     print(f"wrote {config.experts} expert trajectories of {config.epochs} epochs; manifest {manifest}")
     return 0

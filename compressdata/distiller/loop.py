@@ -13,6 +13,7 @@ so a run resumed from a checkpoint continues exactly as an uninterrupted one.
 from __future__ import annotations
 
 import datetime
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -41,6 +42,7 @@ from compressdata.distiller.checkpoint import (
     MetricsLog,
     check_resumed_state,
     load_checkpoint,
+    read_checkpoint_header,
     save_checkpoint,
 )
 from compressdata.distiller.config import DistillConfig
@@ -60,6 +62,9 @@ from compressdata.runtime.precision import native_bfloat16
 from compressdata.version import __version__
 
 Callback = Callable[[DistillState, dict[str, Any]], None]
+logger = logging.getLogger(__name__)
+ETA_AFTER = 3  # iterations timed before the one-line estimate of the time left
+LOSS_CHECK_MIN = 10  # iterations a run needs before its loss curve is judged
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -77,7 +82,8 @@ def resolve_device(device: str | None) -> torch.device:
 
 def prepare_source(config: DistillConfig, data: RealData | None = None) -> RealData:
     """The real split the run distils, with ZCA whitening fitted on it when config.data.zca."""
-    data = data if data is not None else load_source(config.data.source, config.data.split)
+    data = data if data is not None else load_source(config.data.source, config.data.split,
+                                                     download=config.data.download)
     if config.data.zca:
         if data.normalization.uses_zca:
             raise UsageError("the source already carries ZCA whitening; do not ask for zca again")
@@ -87,13 +93,16 @@ def prepare_source(config: DistillConfig, data: RealData | None = None) -> RealD
 
 
 def distill(config: DistillConfig, data: RealData | None = None, *, progress: bool = True,
-            callback: Callback | None = None, log: Callable[[str], None] = print) -> MemoryBank:
+            callback: Callback | None = None, log: Callable[[str], None] = logger.info,
+            overwrite_checkpoint: bool = False) -> MemoryBank:
     """Run `config` and return the distilled bank.
 
     data: the real split to distil (default: `load_source(config.data.source, config.data.split)`);
-    callback(state, metrics): called after every outer iteration; log: where one-line messages go.
-    With config.run.checkpoint_dir, checkpoints are written every config.run.checkpoint_every iterations, at
-    the end and on KeyboardInterrupt (then re-raised); config.run.resume continues from the last one.
+    callback(state, metrics): called after every outer iteration; log: where one-line messages go (default:
+    this module's logger, INFO; warnings always go to the logger). With config.run.checkpoint_dir,
+    checkpoints are written every config.run.checkpoint_every iterations, at the end and on KeyboardInterrupt
+    (then re-raised); config.run.resume continues from the last one. A checkpoint of a finished run there
+    does not stop a fresh run; one of an unfinished run does, unless overwrite_checkpoint=True (start afresh).
     """
     config.validate()
     if not current_world().is_main:  # in a distributed run only rank 0 speaks
@@ -132,14 +141,14 @@ def distill(config: DistillConfig, data: RealData | None = None, *, progress: bo
     synthetic = SyntheticSet(kind, data.num_classes, layout.per_class, data.image_shape[1:],
                              storage=layout.storage if config.parameterization.quant_aware else None)
     run = DistillRun(config, device, data, real, synthetic, layout)
-    state = _initial_state(run, log)
+    state = _initial_state(run, log, overwrite_checkpoint)
     state = _train(run, state, progress, callback, log)
     recipe, labels, label_space = bank_targets(run, state.theta)
     return _bank(config, data, layout, state.theta, labels, state.iteration, device,
                  recipe=recipe, label_space=label_space, log=log)
 
 
-def _initial_state(run: DistillRun, log: Callable[[str], None]) -> DistillState:
+def _initial_state(run: DistillRun, log: Callable[[str], None], overwrite: bool = False) -> DistillState:
     config = run.config
     if config.run.resume:
         state, saved_dict = load_checkpoint(config.run.checkpoint_dir, run.device)
@@ -157,8 +166,7 @@ def _initial_state(run: DistillRun, log: Callable[[str], None]) -> DistillState:
             MetricsLog(Path(config.run.checkpoint_dir) / METRICS_FILE).truncate_after(state.iteration)
         return state
     if config.run.checkpoint_dir and (Path(config.run.checkpoint_dir) / CHECKPOINT_FILE).exists():
-        raise UsageError(f"{config.run.checkpoint_dir} already holds a checkpoint of a run: continue it "
-                         "with resume (--run.resume true), or use another checkpoint directory")
+        _replace_checkpoint(config.run.checkpoint_dir, overwrite, log)
     if config.run.checkpoint_dir and current_world().is_main:  # a run killed before its first checkpoint left these
         MetricsLog(Path(config.run.checkpoint_dir) / METRICS_FILE).clear()
     generator = torch.Generator().manual_seed(config.run.seed)
@@ -166,6 +174,27 @@ def _initial_state(run: DistillRun, log: Callable[[str], None]) -> DistillState:
     momentum = {k: torch.zeros_like(v) for k, v in theta.items()}
     second = {k: torch.zeros_like(v) for k, v in theta.items()} if config.resolved_optimizer[0] == "adam" else {}
     return DistillState(0, theta, momentum, generator.get_state(), second)
+
+
+def _replace_checkpoint(directory: str, overwrite: bool, log: Callable[[str], None]) -> None:
+    """A fresh run in `directory`, which holds a checkpoint: removed (rank 0) when its run finished or with
+    `overwrite`; else a UsageError saying how to continue it or start afresh."""
+    path = Path(directory) / CHECKPOINT_FILE
+    try:
+        iteration, saved = read_checkpoint_header(directory)
+        planned = saved.get("iterations")
+        finished = isinstance(planned, int) and iteration >= planned
+        what = f"iteration {iteration} of {planned}"
+    except CheckpointError as e:
+        finished, what = False, f"unreadable: {e.problem}"
+    if not (finished or overwrite):
+        raise UsageError(f"{directory} holds the checkpoint of an unfinished run ({what})",
+                         hint="continue it with resume=True (run.resume), or start afresh with "
+                              "overwrite_checkpoint=True",
+                         cli_hint="continue it with --resume, or start afresh with --force")
+    log(f"starting afresh: replacing the checkpoint in {directory} ({'a finished run' if finished else what})")
+    if current_world().is_main:
+        path.unlink(missing_ok=True)
 
 
 def _fresh_theta(run: DistillRun, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -210,6 +239,8 @@ def _train(run: DistillRun, state: DistillState, progress: bool, callback: Callb
     bar = tqdm(total=config.outer.iterations, initial=min(state.iteration, config.outer.iterations),
                disable=not progress, desc=f"distill {config.method_name}", dynamic_ncols=True)
     last_eval: float | None = None
+    seconds: list[float] = []
+    losses = [r["outer_loss"] for r in metrics_log.records()] if metrics_log and state.iteration else []
     try:
         while state.iteration < config.outer.iterations:
             started = time.perf_counter()
@@ -217,6 +248,10 @@ def _train(run: DistillRun, state: DistillState, progress: bool, callback: Callb
             state, metrics = outer_iteration(run, state)
             _check_finite(run, state, metrics, previous, ckpt)
             metrics["seconds"] = round(time.perf_counter() - started, 4)
+            seconds.append(metrics["seconds"])
+            losses.append(metrics["outer_loss"])
+            if len(seconds) == ETA_AFTER:
+                log(time_left(seconds, config.outer.iterations - state.iteration))
             if main and config.run.eval_every and state.iteration % config.run.eval_every == 0:
                 last_eval = _quick_evaluation(run, state)
                 metrics["eval_accuracy"] = last_eval
@@ -242,7 +277,43 @@ def _train(run: DistillRun, state: DistillState, progress: bool, callback: Callb
         bar.close()
     if ckpt:
         save_checkpoint(ckpt, state, config.to_dict())
+    warning = loss_warning(losses)
+    if warning and main:
+        logger.warning(warning)
     return state
+
+
+def time_left(seconds: list[float], remaining: int) -> str:
+    """One line: the estimated time of the `remaining` iterations from the first ones' `seconds` (the first
+    one, which carries one-time costs, left out when there are others)."""
+    timed = seconds[1:] or seconds
+    each = sum(timed) / len(timed)
+    return (f"{each:.2f} s per outer iteration: about {format_duration(each * remaining)} for the remaining "
+            f"{remaining} (--iterations, --profile cpu|gpu and the network size set it)")
+
+
+def format_duration(seconds: float) -> str:
+    """3725 -> '1 h 2 min'; 125 -> '2 min 5 s'; 7.5 -> '8 s'."""
+    seconds = round(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds} s"
+
+
+def loss_warning(losses: list[float]) -> str | None:
+    """A warning when the outer loss never fell: the mean of the last fifth of the iterations is not below
+    the mean of the first fifth (None for runs shorter than LOSS_CHECK_MIN iterations)."""
+    if len(losses) < LOSS_CHECK_MIN:
+        return None
+    window = max(1, len(losses) // 5)
+    first, last = sum(losses[:window]) / window, sum(losses[-window:]) / window
+    if last < first:
+        return None
+    return (f"the outer loss did not fall over {len(losses)} iterations (mean {first:.4g} over the first "
+            f"{window}, {last:.4g} over the last {window}): the bank may have learned nothing; try more "
+            "iterations, init real, or another outer lr, and check it with compressdata evaluate / preview")
 
 
 def outer_iteration(run: DistillRun, state: DistillState) -> tuple[DistillState, dict[str, Any]]:
@@ -298,7 +369,8 @@ def _quick_evaluation(run: DistillRun, state: DistillState) -> float:
     pick an iteration)."""
     config = run.config
     if run.test is None:
-        run.test = load_source(config.data.source, "test").with_normalization(run.data.normalization)
+        run.test = load_source(config.data.source, "test", download=config.data.download).with_normalization(
+            run.data.normalization)
     with torch.no_grad():
         images = run.synthetic.decode(state.theta).cpu()
     recipe, targets, label_space = bank_targets(run, state.theta)
@@ -369,6 +441,7 @@ def _bank(config: DistillConfig, data: RealData, layout: Layout, theta: dict[str
                    "downsample": layout.downsample, "rank": layout.rank, "floats": layout.floats,
                    "bytes": layout.bytes, "storage": {name: s.dtype for name, s in layout.storage.items()}},
         "device": str(device),
+        **({"profile": config.run.profile} if config.run.profile else {}),
         "library": {"name": "compressdata", "version": __version__},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

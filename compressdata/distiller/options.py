@@ -43,6 +43,8 @@ class DataOptions:
     """differentiable siamese augmentation of real and synthetic batches"""
     dsa_strategy: str = "flip_rotate"
     """DSA operations, joined by _ (color, crop, cutout, flip, scale, rotate)"""
+    download: bool = False
+    """download the source when it is not local (torchvision: and hf: sources, presets without local files)"""
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,10 @@ class RunOptions:
     """seed of every random draw of the run"""
     device: str | None = None
     """cpu, cuda, cuda:N (default: cuda if available)"""
+    profile: Literal["cpu", "gpu"] | None = None
+    """the defaults the run's options start from (command line; recorded in the bank): gpu, the official
+    settings, or cpu, the CPU protocol of docs/benchmarks.md (default: gpu when the run is on a GPU, else cpu);
+    options given explicitly win"""
     amp: bool = False
     """bfloat16 autocast (CUDA, and CPUs with AVX512-BF16 or AMX; emulated elsewhere)"""
     checkpoint_dir: str | None = None
@@ -169,7 +175,7 @@ class ScaleOptions:
 
     networks_per_iteration: int = 1
     """G fresh networks averaged per outer iteration, split over the torchrun processes; the result does not
-    depend on their number"""
+    depend on their number (command line default: one per process, the resumed run's number when resuming)"""
     network_batching: Literal["loop", "vmap"] = "loop"
     """a process's networks in a Python loop or vectorised with vmap (bptt)"""
     collective_timeout: float = 600.0

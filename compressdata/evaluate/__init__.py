@@ -10,7 +10,13 @@ space (per-channel statistics, ZCA) is tested in that space.
 from compressdata.evaluate.baselines import random_real_baseline, real_images_per_class
 from compressdata.evaluate.full_data import full_data_reference, load_full_data_reference, reference_command
 from compressdata.evaluate.protocols import PROTOCOLS, RECIPE, STANDARD, Protocol, get_protocol, resolve_training
-from compressdata.evaluate.run import evaluate_bank, evaluate_tensors, full_data_lookup
+from compressdata.evaluate.run import (
+    chance_warning,
+    check_same_classes,
+    evaluate_bank,
+    evaluate_tensors,
+    full_data_lookup,
+)
 from compressdata.evaluate.training import (
     LABEL_SPACES,
     OPTIMIZERS,
@@ -23,7 +29,8 @@ from compressdata.evaluate.training import (
 )
 
 __all__ = [
-    "LABEL_SPACES", "OPTIMIZERS", "PROTOCOLS", "RECIPE", "STANDARD", "Protocol", "evaluate_bank",
+    "LABEL_SPACES", "OPTIMIZERS", "PROTOCOLS", "RECIPE", "STANDARD", "Protocol", "chance_warning",
+    "check_same_classes", "evaluate_bank",
     "evaluate_tensors", "fresh_network_accuracies", "full_data_lookup", "full_data_reference", "get_protocol",
     "label_loss", "load_full_data_reference", "random_real_baseline", "real_images_per_class", "reference_command",
     "resolve_device", "resolve_training", "target_distribution", "test_accuracy", "train_network",

@@ -6,12 +6,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from compressdata.bank.metadata import AUGMENTATIONS, FULL_DATA, RANDOM_REAL, EvaluationResult
 from compressdata.errors import ConfigError
 from compressdata.evaluate.full_data import DEFAULT_EPOCHS, DEFAULT_NETWORKS, reference_command
 from compressdata.evaluate.protocols import PROTOCOLS, RECIPE, STANDARD
+from compressdata.loading import add_bank_arguments
 from compressdata.models import ARCHITECTURES as ARCHS
 from compressdata.runtime.distributed import DEFAULT_TIMEOUT_S, distributed_session
 
@@ -26,9 +28,12 @@ def add_evaluate_commands(subparsers: argparse._SubParsersAction) -> None:
                     "the end on the real test split; print mean and std beside the baselines: a random real "
                     "subset of the same storage (same protocol and network seeds) and the cached full-data "
                     "reference (docs/evaluation.md).")
-    p.add_argument("bank", help="bank file or Hub id")
+    add_bank_arguments(p)
     p.add_argument("--test", required=True, help="real source whose test split is used (and whose training "
                                                  "split the random-real baseline draws from)")
+    p.add_argument("--download", action="store_true", help="download the test source when it is not local")
+    p.add_argument("--allow-class-mismatch", action="store_true",
+                   help="evaluate even when the test set's class names differ from the bank's")
     p.add_argument("--protocol", default=RECIPE, choices=tuple(PROTOCOLS),
                    help="; ".join(f"{name}: {p.description}" for name, p in PROTOCOLS.items())
                         + " (default %(default)s)")
@@ -62,6 +67,7 @@ def add_evaluate_commands(subparsers: argparse._SubParsersAction) -> None:
                     "optimiser and test them on the test split; the result is cached once per dataset, "
                     "protocol and network, and `compressdata evaluate` reports the gap to it.")
     p.add_argument("--test", required=True, help="real source (its training and test splits are used)")
+    p.add_argument("--download", action="store_true", help="download the source when it is not local")
     p.add_argument("--protocol", default=STANDARD, choices=FIXED_PROTOCOLS)
     p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
                    help="epochs (default %(default)s: a protocol's 300 are beyond a CPU; lr x0.1 at half)")
@@ -86,6 +92,7 @@ def _check_positive(args: argparse.Namespace, *names: str) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     """`compressdata evaluate`: print mean, std and baselines; --record writes them into the bank."""
     from compressdata.data.sources import load_source
+    from compressdata.evaluate import chance_warning
     from compressdata.evaluate.ranks import evaluate_bank_over_ranks
     from compressdata.loading import load_memory_bank, save_memory_bank
 
@@ -93,15 +100,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     path = Path(args.bank)
     if args.record and not path.is_file():
         raise ConfigError(f"--record writes into a local bank file; {args.bank} is not one")
-    bank = load_memory_bank(path if path.exists() else args.bank)
-    test = load_source(args.test, "test")
-    train = None if args.no_baselines else load_source(args.test, "train")
+    bank = load_memory_bank(path if path.exists() else args.bank, config=args.config, revision=args.revision)
+    test = load_source(args.test, "test", download=args.download)
+    train = None if args.no_baselines else load_source(args.test, "train", download=args.download)
     with distributed_session(args.device, args.collective_timeout) as world:
         result = evaluate_bank_over_ranks(
             bank, test, arch=args.arch, networks=args.networks, epochs=args.epochs, device=args.device,
             seed=args.seed, width=args.width, progress=not args.no_progress, augmentation=args.augmentation,
             lr=args.lr, protocol=args.protocol, baselines=not args.no_baselines, train=train,
-            compile_networks=args.compile)
+            compile_networks=args.compile, check_classes=not args.allow_class_mismatch)
     if not world.is_main:
         return 0
     overrides = result.extra.get("protocol_overrides")
@@ -111,6 +118,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
           f"{result.test}, {result.protocol} protocol{changed})")
     if not args.no_baselines:
         _print_baselines(result, test.name, args.protocol, args.width)
+    warning = chance_warning(result, bank.num_classes)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.record:
         bank.add_evaluation(result)
         save_memory_bank(bank, path)
@@ -142,7 +152,8 @@ def run_baseline_full(args: argparse.Namespace) -> int:
 
     _check_positive(args, "networks", "width", "epochs")
     result, path, computed = full_data_reference(
-        load_source(args.test, "train"), load_source(args.test, "test"), args.protocol, epochs=args.epochs,
+        load_source(args.test, "train", download=args.download),
+        load_source(args.test, "test", download=args.download), args.protocol, epochs=args.epochs,
         networks=args.networks, width=args.width, seed=args.seed, device=args.device,
         progress=not args.no_progress, force=args.force, compile_networks=args.compile)
     print(f"full data: {100 * result.mean:.2f} +- {100 * result.std:.2f} % ({result.extra['network']}, "

@@ -25,12 +25,13 @@ def evaluate_bank_over_ranks(bank: Any, test: RealData, *, arch: str | None = No
                              width: int | None = 128, progress: bool = True,
                              augmentation: str | None = None, lr: float | None = None,
                              protocol: str = "recipe", baselines: bool = False,
-                             train: RealData | None = None, compile_networks: bool = False) -> EvaluationResult:
+                             train: RealData | None = None, compile_networks: bool = False,
+                             check_classes: bool = True) -> EvaluationResult:
     """`evaluate_bank` with the networks split over the ranks of the process group (every rank
     returns the full result); in one process it is `evaluate_bank` itself."""
     options = {"arch": arch, "epochs": epochs, "width": width, "augmentation": augmentation, "lr": lr}
     runtime = {"device": device, "protocol": protocol, "baselines": baselines, "train": train,
-               "compile_networks": compile_networks}
+               "compile_networks": compile_networks, "check_classes": check_classes}
     world = current_world()
     if world.size == 1:
         return evaluate_bank(bank, test, networks=networks, seed=seed, progress=progress, **runtime, **options)

@@ -21,6 +21,8 @@ from compressdata.evaluate.protocols import (
 )
 from compressdata.evaluate.training import fresh_network_accuracies
 
+CHANCE_FACTOR = 1.5  # a mean accuracy at most this times chance (1 / classes) is "at chance"
+
 
 def evaluate_tensors(
     images: torch.Tensor,
@@ -82,6 +84,7 @@ def evaluate_bank(
     train: RealData | None = None,
     subset_seed: int | None = None,
     compile_networks: bool = False,
+    check_classes: bool = True,
 ) -> EvaluationResult:
     """Evaluate a `MemoryBank` as `evaluate_tensors` does: decode once, test on `test`
     re-normalised with the bank's normalisation.
@@ -91,10 +94,16 @@ def evaluate_bank(
     class as the bank's storage buys, drawn with `subset_seed` (default `seed`); and `full_data`,
     the cached full-data reference of this dataset, protocol and network when one exists
     (`compressdata baseline full`; fixed protocols only).
+
+    The bank's class names must be the test split's (compared ignoring case and spaces: "T - shirt / top"
+    is "T-shirt/top"), so that a bank is not scored on another dataset of the same shape;
+    check_classes=False evaluates anyway.
     """
     if bank.num_classes != test.num_classes:
         raise UsageError(f"the bank has {bank.num_classes} classes; the test split "
                          f"{test.name}/{test.split} has {test.num_classes}")
+    if check_classes:
+        check_same_classes(bank.classes, test.classes, f"{test.name}/{test.split}")
     if tuple(bank.image_shape) != test.image_shape:
         raise UsageError(f"the bank decodes to {tuple(bank.image_shape)} images; the test split "
                          f"{test.name}/{test.split} has {test.image_shape}")
@@ -120,6 +129,34 @@ def evaluate_bank(
         if full is not None:
             result.baselines[FULL_DATA] = full
     return result
+
+
+def chance_warning(result: EvaluationResult, num_classes: int) -> str | None:
+    """A warning when `result` is at chance level (mean accuracy at most CHANCE_FACTOR / num_classes), else None."""
+    chance = 1 / max(num_classes, 1)
+    if result.mean > CHANCE_FACTOR * chance:
+        return None
+    return (f"accuracy {100 * result.mean:.2f} % is at chance level ({100 * chance:.1f} % for {num_classes} "
+            "classes): the networks learned nothing from the bank. The distillation likely failed (too few "
+            "iterations, an initialisation that did not move, a poor outer lr); look at it with "
+            "`compressdata preview BANK --contrast`")
+
+
+def check_same_classes(bank_classes: list[str], test_classes: list[str], test_name: str) -> None:
+    """UsageError naming the first classes that differ, unless the names agree ignoring case and spaces."""
+    differ = [(i, a, b) for i, (a, b) in enumerate(zip(bank_classes, test_classes, strict=True))
+              if _class_key(a) != _class_key(b)]
+    if not differ:
+        return
+    shown = "; ".join(f"class {i}: {a!r} vs {b!r}" for i, a, b in differ[:3])
+    more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
+    raise UsageError(f"the bank's class names differ from the test split {test_name}'s: {shown}{more}; is this the "
+                     "dataset the bank was distilled from?", hint="pass check_classes=False to evaluate anyway",
+                     cli_hint="pass --allow-class-mismatch to evaluate anyway")
+
+
+def _class_key(name: str) -> str:
+    return "".join(str(name).split()).casefold()
 
 
 def full_data_lookup(dataset: str, training: ResolvedTraining) -> EvaluationResult | None:

@@ -2,15 +2,20 @@
 
 Repo layout, one folder per config:
 
-    README.md                       this card
-    <config>/bank.safetensors       the bank
-    <config>/preview.png            a grid, one row per class
-    <config>/preview/shard-*.tar    webdataset preview shards (the Hub viewer reads these)
+    README.md                         this card
+    <config>/bank.safetensors         the bank
+    <config>/preview.png              a grid, one labelled row per class
+    <config>/data/<split>-*.parquet   the decoded examples for the Hub's viewer and `datasets.load_dataset`:
+                                      `image`, `label` (a ClassLabel with the class names) and, for soft labels,
+                                      `soft_label`; split `train` holds every example, or `preview` a
+                                      class-balanced subset when the bank has more than VIEWER_LIMIT
 
-The front matter holds the Hub's fields (license, tags, task_categories, source_datasets,
-size_categories, `configs` pointing the viewer at the preview shards) and a `compressdata`
-section: per config, the bank file's path, byte size, sha256 and content checksum. Loading reads
-that section from the same commit as the bank and verifies the download against it.
+The front matter holds the Hub's fields (license with license_name / license_link when it is `other`,
+tags, task_categories, source_datasets as Hub ids where known, size_categories, `configs` pointing the
+viewer at the parquet files) and a `compressdata` section: per config, the bank file's path, byte
+size, sha256 and content checksum. Loading reads that section from the same commit as the bank and
+verifies the download against it. A later push keeps the fields of the card it replaces that it does
+not manage (and its licence, unless given again).
 """
 
 from __future__ import annotations
@@ -60,9 +65,24 @@ def preview_file(config: str) -> str:
     return f"{config}/preview.png"
 
 
-def preview_shards(config: str) -> str:
-    """Folder of a config's webdataset preview shards inside the repo."""
-    return f"{config}/preview"
+def viewer_folder(config: str) -> str:
+    """Folder of a config's viewer data (parquet files) inside the repo."""
+    return f"{config}/data"
+
+
+def viewer_split(entry: BankEntry) -> str:
+    """The split name of a config's viewer data: `train` when it holds every example, else `preview`."""
+    return "train" if entry.preview_examples >= entry.examples else "preview"
+
+
+def viewer_file(config: str, split: str) -> str:
+    """The parquet file of a config's viewer data."""
+    return f"{viewer_folder(config)}/{split}-00000-of-00001.parquet"
+
+
+def owned_paths(config: str) -> tuple[str, ...]:
+    """Path prefixes of a config's generated files (today's and earlier layouts'), replaced on each push."""
+    return (f"{viewer_folder(config)}/", f"{config}/preview/")
 
 
 def natural_key(name: str) -> list[Any]:
@@ -172,6 +192,21 @@ def size_category(examples: int) -> str:
     return "n>100M"
 
 
+# The Hub datasets of the source presets (`compressdata.data.sources`), for `source_datasets`.
+SOURCE_HUB_IDS = {
+    "fashion-mnist": "zalando-datasets/fashion_mnist",
+    "mnist": "ylecun/mnist",
+    "cifar10": "uoft-cs/cifar10",
+    "cifar100": "uoft-cs/cifar100",
+    "svhn": "ufldl-stanford/svhn",
+}
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+TAGS = ["dataset-distillation", "compressdata", "memory-bank", "synthetic"]
+# The licence fields of a card: `license` is a Hub licence id; `other` comes with a name and a link.
+LICENSE_FIELDS = ("license", "license_name", "license_link")
+DERIVED_LICENSE_NAME = "same-as-source-dataset"
+
+
 def _source(bank: MemoryBank) -> str | None:
     source = bank.provenance.get("source")
     if isinstance(source, dict) and isinstance(source.get("dataset"), str):
@@ -179,85 +214,156 @@ def _source(bank: MemoryBank) -> str | None:
     return source if isinstance(source, str) else None
 
 
+def source_hub_id(name: str) -> str | None:
+    """The Hub dataset a source name stands for: a preset's ("fashion-mnist" -> "zalando-datasets/fashion_mnist")
+    or an `hf:` source's own id; None when not known."""
+    if name.lower() in SOURCE_HUB_IDS:
+        return SOURCE_HUB_IDS[name.lower()]
+    repo = name.removeprefix("hf:")
+    return repo if name.startswith("hf:") and HUB_ID.fullmatch(repo) else None
+
+
+def license_fields(banks: Sequence[tuple[BankEntry, MemoryBank]], license: str | None = None,
+                   license_name: str | None = None, license_link: str | None = None,
+                   existing: dict[str, Any] | None = None) -> dict[str, str]:
+    """The card's licence fields: those given, else the existing card's, else `other` with the source
+    dataset's terms (license_name same-as-source-dataset, license_link the source's Hub page when known,
+    else this card). A given `other` needs a name and a link (the Hub's card spec)."""
+    if license is None and (license_name is not None or license_link is not None):
+        license = "other"
+    if license is not None:
+        if license == "other" and not (license_name and license_link):
+            raise UsageError("license 'other' needs license_name and license_link (the Hub's dataset card spec: "
+                             "an id for the licence, and LICENSE, LICENSE.md or a URL)",
+                             cli_hint="pass --license-name and --license-link with --license other")
+        if license != "other":
+            return {"license": license}
+        return {"license": license, "license_name": license_name, "license_link": license_link}
+    kept = {k: existing[k] for k in LICENSE_FIELDS if isinstance((existing or {}).get(k), str)}
+    if "license" in kept and (kept["license"] != "other" or {"license_name", "license_link"} <= set(kept)):
+        return kept
+    known = [h for _, b in banks if (s := _source(b)) and (h := source_hub_id(s))]
+    link = f"https://huggingface.co/datasets/{known[0]}" if known else CARD_NAME
+    return {"license": "other", "license_name": DERIVED_LICENSE_NAME, "license_link": link}
+
+
 def front_matter(
-    banks: Sequence[tuple[BankEntry, MemoryBank]], license: str, pretty_name: str
+    banks: Sequence[tuple[BankEntry, MemoryBank]], licence: dict[str, str], pretty_name: str,
+    existing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The card's YAML fields for these banks (ordered by config name)."""
-    sources = sorted({s for _, b in banks if (s := _source(b))})
-    return {
-        "license": license,
-        "pretty_name": pretty_name,
-        "tags": ["dataset-distillation", "compressdata", "memory-bank", "synthetic"],
-        "task_categories": ["image-classification"],
+    """The card's YAML fields for these banks (ordered by config name): the existing card's fields that
+    the card does not manage stay as they were (its tags are kept beside the card's own)."""
+    existing = dict(existing or {})
+    sources = sorted({source_hub_id(s) or s for _, b in banks if (s := _source(b))})
+    ours = {e.config for e, _ in banks}
+    foreign_configs = [c for c in existing.get("configs") or []
+                       if isinstance(c, dict) and c.get("config_name") not in ours]
+    kept_tags = [t for t in existing.get("tags") or [] if isinstance(t, str) and t not in TAGS]
+    managed = {
+        **licence,
+        "pretty_name": existing.get("pretty_name") if isinstance(existing.get("pretty_name"), str) else pretty_name,
+        "tags": [*TAGS, *kept_tags],
+        "task_categories": existing.get("task_categories") or ["image-classification"],
         "source_datasets": sources or ["original"],
         "size_categories": sorted({size_category(e.examples) for e, _ in banks}),
         "configs": [
             {"config_name": e.config,
-             "data_files": [{"split": "train", "path": f"{preview_shards(e.config)}/*.tar"}]}
+             "data_files": [{"split": viewer_split(e), "path": f"{viewer_folder(e.config)}/{viewer_split(e)}-*"}]}
             for e, _ in banks
-        ],
+        ] + foreign_configs,
         MANIFEST_KEY: {
             "format": MANIFEST_FORMAT,
             "version": MANIFEST_VERSION,
             "banks": [asdict(e) for e, _ in banks],
         },
     }
+    unmanaged = {k: v for k, v in existing.items() if k not in managed and k not in LICENSE_FIELDS}
+    return {**managed, **unmanaged}
 
 
 def render_card(
     repo_id: str,
     banks: Sequence[tuple[BankEntry, MemoryBank]],
-    license: str = "other",
+    license: str | None = None,
+    *,
+    license_name: str | None = None,
+    license_link: str | None = None,
+    existing: dict[str, Any] | None = None,
 ) -> str:
-    """The full README.md: YAML front matter then the body (one section per config)."""
+    """The full README.md: YAML front matter then the body (one section per config). `existing`: the front
+    matter of the card it replaces (its unmanaged fields and licence are kept; see `license_fields`)."""
     banks = sorted(banks, key=lambda eb: natural_key(eb[0].config))
     sources = sorted({s for _, b in banks if (s := _source(b))})
     pretty = f"{', '.join(sources) or repo_id.split('/')[-1]} memory bank"
-    meta = front_matter(banks, license, pretty)
+    licence = license_fields(banks, license, license_name, license_link, existing)
+    meta = front_matter(banks, licence, pretty, existing)
     shown_sources = ", ".join(markdown_text(s) for s in sources)
     yaml_text = yaml.safe_dump(meta, sort_keys=False, allow_unicode=False, width=1000)
     several = len(banks) > 1
     config_arg = f', config="{banks[0][0].config}"' if several else ""
     lines = [
-        f"# {markdown_text(pretty)}",
+        f"# {markdown_text(str(meta['pretty_name']))}",
         "",
         f"A **memory bank** distilled from {shown_sources or 'a labelled image dataset'} "
         "with [compressdata](https://pypi.org/project/compressdata/): a small set of stored "
         "tensors (for the `memory` kind, K bases shared by all classes plus one address row per "
         "example; example i = upsample(reshape(addresses[i] @ bases))) that decodes into a "
         "labelled training set. The evaluation table reports the test accuracy of fresh "
-        "networks trained on it with the recipe below. The bank file is safetensors (no "
+        "networks trained on it with the recipe below, beside a random real subset of the same "
+        "storage and training on the whole real dataset. The bank file is safetensors (no "
         "pickles) and carries its normalisation, training recipe and provenance.",
         "",
         "## Load it",
         "",
-        "```python",
-        "from compressdata import MemoryDataset, load_memory_bank",
-        f'train_set = MemoryDataset(load_memory_bank("{repo_id}"{config_arg}))',
+        "```bash",
+        "pip install compressdata",
         "```",
         "",
-        "`MemoryDataset` is a drop-in for a torchvision dataset: `train_set[i] -> (image, label)`; "
-        "pass `output=\"pil\", transform=...` to reuse an existing torchvision pipeline.",
+        "```python",
+        "from compressdata import MemoryDataset",
+        f'train_set = MemoryDataset("{repo_id}"{config_arg})',
+        "```",
+        "",
+        "`MemoryDataset` is a drop-in for a torchvision dataset: `train_set[i] -> (image, label)`, the "
+        "classes in turn; `print(train_set)` says what it yields. Pass `output=\"pil\", transform=...` "
+        "to reuse an existing torchvision pipeline (normalise with the bank's mean and std, listed below). "
+        "The dataset viewer and `datasets.load_dataset` read the decoded examples as `image` and a named "
+        "`label`.",
         "",
         "## Configs",
         "",
         "| config | kind | examples | classes | images per class (storage equivalent) "
-        "| file | best accuracy |",
-        "|---|---|---|---|---|---|---|",
+        "| file | best accuracy | random real, same storage | full data |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for entry, bank in banks:
         best = max(bank.evaluations, key=lambda e: e.mean, default=None)
         score = _best_score(best) if best else "not evaluated"
+        random_real = _random_real_cell(best) if best else "-"
+        full = _full_data_cell(best) if best else "-"
         lines.append(
             f"| `{entry.config}` | {entry.kind} | {entry.examples} | {entry.classes} "
-            f"| {entry.ipc_equivalent:g} | `{entry.path}` ({entry.size:,} bytes) | {score} |"
+            f"| {entry.ipc_equivalent:g} | `{entry.path}` ({entry.size:,} bytes) | {score} | {random_real} "
+            f"| {full} |"
         )
     if several:
         lines += ["", "Several configs: name one with `config=` (e.g. "
                   f"`load_memory_bank(\"{repo_id}\", config=\"{banks[0][0].config}\")`)."]
     for entry, bank in banks:
         lines += ["", *_config_section(entry, bank)]
+    lines += ["", "## Licence", "", _licence_text(licence, sources)]
     return f"---\n{yaml_text}---\n\n" + "\n".join(lines) + "\n"
+
+
+def _licence_text(licence: dict[str, str], sources: list[str]) -> str:
+    if licence.get("license_name") == DERIVED_LICENSE_NAME:
+        derived = ", ".join(markdown_text(s) for s in sources) or "the source dataset"
+        return (f"The examples are derived from {derived}; its licence terms apply. The publisher can state "
+                "another licence with `compressdata push --license ID` (or `--license other --license-name NAME "
+                "--license-link URL`).")
+    return f"Licence: `{markdown_text(licence['license'])}`" + (
+        f" ({markdown_text(licence['license_name'])}, {markdown_text(licence['license_link'])})"
+        if licence["license"] == "other" else "") + "."
 
 
 def _config_section(entry: BankEntry, bank: MemoryBank) -> list[str]:
@@ -286,9 +392,14 @@ def _config_section(entry: BankEntry, bank: MemoryBank) -> list[str]:
         f"- **Checksums**: file sha256 `{entry.sha256}`, content (sha256-tensors-v1) "
         f"`{entry.checksum}`",
     ]
-    if entry.preview_examples:
-        lines.append(f"- **Preview shards**: `{preview_shards(entry.config)}/*.tar` "
-                     f"({entry.preview_examples} decoded examples, webdataset `.png` + `.cls`)")
+    if entry.preview_examples >= entry.examples:
+        lines.append(f"- **Viewer data**: `{viewer_file(entry.config, 'train')}`, all {entry.examples} decoded "
+                     "examples (`image`, `label`" + (", `soft_label`" if bank.label_space != "index" else "")
+                     + "); `datasets.load_dataset(repo, config)` reads them as split `train`")
+    elif entry.preview_examples:
+        lines.append(f"- **Viewer data (a preview)**: `{viewer_file(entry.config, 'preview')}` holds "
+                     f"{entry.preview_examples} of the {entry.examples} decoded examples (the classes in turn), as "
+                     "split `preview`; the whole bank loads with compressdata")
     lines += ["", "### Training recipe", "", "| setting | value |", "|---|---|"]
     lines += [f"| {markdown_text(str(k))} | {markdown_text(str(v))} |" for k, v in bank.recipe.to_dict().items()]
     lines += ["", "### Evaluation", ""]
@@ -321,9 +432,7 @@ def _config_section(entry: BankEntry, bank: MemoryBank) -> list[str]:
 
 def _best_score(e: EvaluationResult) -> str:
     protocol = f", {e.protocol}" if e.protocol else ""
-    gain = e.improvement_over_random
-    versus = f"; {100 * gain:+.2f} vs random real" if gain is not None else ""
-    return f"{100 * e.mean:.2f}% ({markdown_text(e.architecture)}{protocol}{versus})"
+    return f"{100 * e.mean:.2f} ± {100 * e.std:.2f} % ({markdown_text(e.architecture)}{protocol})"
 
 
 def _protocol_cell(e: EvaluationResult) -> str:

@@ -25,7 +25,12 @@ def add_hub_commands(subparsers: argparse._SubParsersAction) -> None:
     _hub_options(p)
     p.add_argument("--private", action="store_true", help="create the repo private")
     p.add_argument("--message", default=None, help="commit message")
-    p.add_argument("--license", default="other", help="license in the card (default other)")
+    p.add_argument("--license", default=None,
+                   help="the card's licence, a Hub licence id such as mit or cc-by-4.0, or other with --license-name "
+                        "and --license-link (default: the existing card's, else the source dataset's terms)")
+    p.add_argument("--license-name", default=None, help="an id for a licence of --license other (e.g. my-license-1.0)")
+    p.add_argument("--license-link", default=None,
+                   help="where a licence of --license other is: LICENSE, LICENSE.md (a file in the repo) or a URL")
     p.set_defaults(func=cmd_push)
 
     p = subparsers.add_parser("pull", help="download a bank into the cache and summarise it")
@@ -43,7 +48,8 @@ def cmd_push(args: argparse.Namespace) -> int:
     bank = MemoryBank.from_file(args.bank)
     info = push_to_hub(bank, args.repo_id, config=args.config, private=args.private,
                        revision=args.revision, commit_message=args.message, token=args.token,
-                       endpoint=args.endpoint, license=args.license)
+                       endpoint=args.endpoint, license=args.license, license_name=args.license_name,
+                       license_link=args.license_link)
     print(f"pushed {args.bank} to {args.repo_id} (config {args.config or 'default'}): "
           f"commit {info.oid}\n{info.commit_url}")
     return 0

@@ -12,6 +12,10 @@ OFFLINE_HINT = (
     "if you are offline, load a bank downloaded before: set HF_HUB_OFFLINE=1 to use only the "
     "local huggingface_hub cache (pass the same cache_dir= as when it was downloaded)"
 )
+OFFLINE_CLI_HINT = (
+    "if you are offline, load a bank downloaded before: set HF_HUB_OFFLINE=1 to use only the "
+    "local huggingface_hub cache (and HF_HUB_CACHE to the cache folder used then, if it was another)"
+)
 
 
 class HubError(CompressdataError):
@@ -24,19 +28,18 @@ class HubError(CompressdataError):
         revision: str | None = None,
         config: str | None = None,
         hint: str | None = None,
+        cli_hint: str | None = None,
     ) -> None:
         self.problem = problem
         self.repo_id = repo_id
         self.revision = revision
         self.config = config
-        self.hint = hint
         where = repo_id or ""
         if repo_id and revision:
             where += f"@{revision}"
         if config:
             where += f" (config {config!r})"
-        message = f"{where}: {problem}" if where else problem
-        super().__init__(message + (f"; {hint}" if hint else ""))
+        super().__init__(f"{where}: {problem}" if where else problem, hint=hint, cli_hint=cli_hint)
 
 
 class HubRepoNotFoundError(HubError, FileNotFoundError):

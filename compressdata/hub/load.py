@@ -35,6 +35,7 @@ from compressdata.bank.memory_bank import MemoryBank
 from compressdata.errors import BankFormatError, UsageError
 from compressdata.hub.card import CARD_NAME, BankEntry, check_config_name, read_manifest
 from compressdata.hub.errors import (
+    OFFLINE_CLI_HINT,
     OFFLINE_HINT,
     HubCardError,
     HubChecksumError,
@@ -62,7 +63,8 @@ def is_hub_id(name_or_path: str | os.PathLike) -> bool:
 
     1. a `pathlib.Path` -> local; `hf://user/name` or `hf://datasets/user/name` -> Hub (the
        explicit form, for a repo whose id is also a local path);
-    2. an existing file or folder -> local;
+    2. an existing file or folder, or `folder/name` whose `folder` is an existing local folder (a
+       missing file there fails at once instead of asking the Hub) -> local;
     3. starts with `/`, `./`, `../` or `~`, holds a backslash or a drive colon, or ends with
        `.safetensors` -> local;
     4. `namespace/name` in the Hub's repo-id grammar (exactly one `/`; each part 1-96 letters,
@@ -71,14 +73,16 @@ def is_hub_id(name_or_path: str | os.PathLike) -> bool:
     5. anything else -> local (loading then reports the missing file).
 
     A local path wins over a Hub id because it is unambiguous and needs no network: a folder
-    that happens to be called `user/name` must not be silently replaced by a download.
+    that happens to be called `user/name` must not be silently replaced by a download, and a typo
+    in a path under a local folder must not turn into Hub requests.
     """
     if isinstance(name_or_path, os.PathLike):
         return False
     name = str(name_or_path)
     if name.startswith(HUB_PREFIXES):
         return True
-    if os.path.exists(name):
+    namespace, slash, _ = name.partition("/")
+    if os.path.exists(name) or (slash and namespace and os.path.isdir(namespace)):
         return False
     if name.startswith(LOCAL_PREFIXES) or "\\" in name or ":" in name:
         return False
@@ -139,6 +143,7 @@ def hub_errors(
         raise HubRepoNotFoundError(
             "no such dataset repo, or it is private and the token cannot read it",
             hint="check the id; pass token= (or log in with `hf auth login`) for a private repo",
+            cli_hint="check the id; log in with `hf auth login` (or set HF_TOKEN) for a private repo",
             **context,
         ) from err
     except RevisionNotFoundError as err:
@@ -160,11 +165,12 @@ def hub_errors(
         if constants.is_offline_mode():
             raise HubConnectionError(
                 f"offline mode is on (HF_HUB_OFFLINE=1) and {what} is not in the cache {cache}",
-                hint="download it once online, or pass the cache_dir= used then", **context,
+                hint="download it once online, or pass the cache_dir= used then",
+                cli_hint="download it once online, or set HF_HUB_CACHE to the cache folder used then", **context,
             ) from err
         raise HubConnectionError(
             f"cannot reach the Hub at {endpoint or constants.ENDPOINT} and {what} is not in "
-            f"the cache {cache}", hint=OFFLINE_HINT, **context,
+            f"the cache {cache}", hint=OFFLINE_HINT, cli_hint=OFFLINE_CLI_HINT, **context,
         ) from err
     except HfHubHTTPError as err:
         status = err.response.status_code if err.response is not None else None
@@ -172,6 +178,7 @@ def hub_errors(
             raise HubPermissionError(
                 f"the Hub refused access (HTTP {status}): {err}",
                 hint="pass token= with the needed rights, or log in with `hf auth login`",
+                cli_hint="log in with `hf auth login` (or set HF_TOKEN; push takes --token) with the needed rights",
                 **context,
             ) from err
         if status == 412:
@@ -235,6 +242,19 @@ def read_repo_manifest(
     token: str | bool | None = None, endpoint: str | None = None,
 ) -> tuple[str, list[BankEntry]]:
     """(commit id, bank entries) of the card at `revision` (downloaded through the cache)."""
+    commit, text = read_repo_card(repo_id, revision, cache_dir, token, endpoint)
+    try:
+        return commit, read_manifest(text)
+    except ValueError as err:
+        raise HubCardError(f"README.md is not a compressdata card: {err}", repo_id,
+                           revision or "main") from err
+
+
+def read_repo_card(
+    repo_id: str, revision: str | None = None, cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None, endpoint: str | None = None,
+) -> tuple[str, str]:
+    """(commit id, text) of the README.md card at `revision` (downloaded through the cache)."""
     check_revision(revision, repo_id)
     try:
         card = _download(repo_id, CARD_NAME, revision, config=None, cache_dir=cache_dir,
@@ -250,8 +270,8 @@ def read_repo_manifest(
     if not (COMMIT_ID.fullmatch(commit) and card.parent.parent.name == "snapshots"):
         commit = revision or "main"
     try:
-        return commit, read_manifest(card.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
+        return commit, card.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
         raise HubCardError(f"README.md is not a compressdata card: {err}", repo_id,
                            revision or "main") from err
 
@@ -267,8 +287,8 @@ def choose_config(entries: list[BankEntry], config: str | None, repo_id: str,
         if len(entries) == 1:
             return entries[0]
         raise HubConfigError(
-            f"the repo holds {len(names)} configs ({', '.join(names)}); name one with config=",
-            **where,
+            f"the repo holds {len(names)} configs ({', '.join(names)})", hint="name one with config=",
+            cli_hint=f"name one with --config (e.g. --config {names[0]})", **where,
         )
     for entry in entries:
         if entry.config == config:

@@ -15,10 +15,11 @@ class InteropError(CompressdataError, ValueError):
     """A released file or folder cannot be turned into a bank: wrong layout, shapes, labels, or
     information missing that the command must be given (dataset, method, lr, ZCA)."""
 
-    def __init__(self, problem: str, path: str | os.PathLike | None = None):
+    def __init__(self, problem: str, path: str | os.PathLike | None = None, *, hint: str | None = None,
+                 cli_hint: str | None = None):
         self.problem = problem
         self.path = None if path is None else str(path)
-        super().__init__(f"{self.path}: {problem}" if self.path else problem)
+        super().__init__(f"{self.path}: {problem}" if self.path else problem, hint=hint, cli_hint=cli_hint)
 
 
 class UnsafeFileError(InteropError):

@@ -88,7 +88,8 @@ def import_bank(
     zca = preset.zca_default(data) if zca is None else zca
     if zca is None:
         raise InteropError(f"{preset.name} runs on {data.name} may or may not use ZCA whitening (its --zca "
-                           "flag) and the files do not say: pass zca=True or False (--zca / --no-zca)")
+                           "flag) and the files do not say", hint="pass zca=True or False",
+                           cli_hint="pass --zca or --no-zca")
     classes = _class_names(release, data, paths[0])
     labels, space = _labels(release, data, label_space)
     normalization = _normalization(preset, data, zca, zca_eps, data_root)

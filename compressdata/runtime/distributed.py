@@ -97,6 +97,9 @@ def distributed_session(device: str | None = None,
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     try:
         yield current_world()
+        # every rank reaches teardown before any destroys the group: a rank that tears down its gloo
+        # pairs while a peer still holds them aborts ("terminate called without an active exception")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

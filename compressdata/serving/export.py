@@ -24,9 +24,10 @@ from tqdm.auto import tqdm
 
 from compressdata.bank.memory_bank import MemoryBank, decode_limit
 from compressdata.errors import IndexOutOfRangeError, UsageError
-from compressdata.files import atomic_directory, staging_directory
+from compressdata.files import atomic_directory, atomic_write, staging_directory
 
 DECODE_CHUNK = 1024
+CLASSES_FILE = "classes.json"  # beside webdataset shards, inside a PNG export: the class names in order
 IMAGE_FORMATS = ("pil", "array")
 MAX_FOLDER_NAME = 100  # characters of a class name kept in a PNG export's folder name
 
@@ -81,14 +82,16 @@ def _check_image_bank(bank: MemoryBank, what: str) -> None:
         )
 
 
-def to_hf_dataset(bank: MemoryBank, lazy: bool = False, image_format: str = "pil") -> Any:
+def to_hf_dataset(bank: MemoryBank, lazy: bool = False, image_format: str = "pil",
+                  index: Sequence[int] | torch.Tensor | None = None) -> Any:
     """The bank as a `datasets.Dataset`: `image`, `label` (`ClassLabel`) and, for soft-label
     banks, `soft_label` (float32 sequence of length `num_classes`, as the bank stores them).
 
     image_format "pil" gives 8-bit images of the decoded pixels (`Image` feature); "array" gives
     the exact float32 decoded examples in the bank's normalised space (`Array3D` [C, H, W]).
     lazy=True stores only `index` and the labels (that is what `.features` then describes) and
-    decodes the images of the rows accessed through `with_transform`.
+    decodes the images of the rows accessed through `with_transform`. `index` restricts the rows to
+    those examples, in that order.
     """
     import datasets
 
@@ -102,10 +105,11 @@ def to_hf_dataset(bank: MemoryBank, lazy: bool = False, image_format: str = "pil
         else datasets.Array3D(shape=bank.image_shape, dtype="float32")
     )
     soft = bank.label_space != "index"
-    columns: dict[str, Any] = {"label": bank.hard_labels().tolist()}
+    rows = _select(bank, index)
+    columns: dict[str, Any] = {"label": bank.hard_labels()[rows].tolist()}
     features: dict[str, Any] = {"label": datasets.ClassLabel(names=list(bank.classes))}
     if soft:
-        columns["soft_label"] = bank.labels.float().tolist()
+        columns["soft_label"] = bank.labels[rows].float().tolist()
         features["soft_label"] = datasets.Sequence(
             datasets.Value("float32"), length=bank.num_classes
         )
@@ -116,7 +120,7 @@ def to_hf_dataset(bank: MemoryBank, lazy: bool = False, image_format: str = "pil
         return list(bank.decode(index).numpy())
 
     if lazy:
-        columns = {"index": list(range(len(bank))), **columns}
+        columns = {"index": rows.tolist(), **columns}
         stored = datasets.Features({"index": datasets.Value("int64"), **features})
         dataset = datasets.Dataset.from_dict(columns, features=stored)
 
@@ -127,7 +131,7 @@ def to_hf_dataset(bank: MemoryBank, lazy: bool = False, image_format: str = "pil
 
         return dataset.with_transform(transform)
     images: list[Any] = []
-    for chunk in _batches(bank, torch.arange(len(bank)), "decoding bank"):
+    for chunk in _batches(bank, rows, "decoding bank"):
         images += decode(chunk)
     columns = {"image": images, **columns}
     return datasets.Dataset.from_dict(
@@ -138,18 +142,21 @@ def to_hf_dataset(bank: MemoryBank, lazy: bool = False, image_format: str = "pil
 def iter_samples(
     bank: MemoryBank, index: Sequence[int] | torch.Tensor | None = None
 ) -> Iterator[dict[str, Any]]:
-    """webdataset samples of the decoded bank: `__key__`, `png`, `cls` (and `npy` soft labels),
-    every member already encoded as bytes."""
+    """webdataset samples of the decoded bank: `__key__`, `png`, `cls` (the class index), `json`
+    ({"label": index, "class": name}) and `npy` (soft labels, as stored), every member already encoded
+    as bytes."""
     _check_image_bank(bank, "the webdataset export")
     selected = _select(bank, index)
     width = max(6, len(str(max(len(bank) - 1, 0))))
     hard = bank.hard_labels()
     for chunk in _batches(bank, selected, "encoding samples"):
         for i, image in zip(chunk.tolist(), to_pil_images(bank.decode_pixels(chunk)), strict=True):
+            label = int(hard[i])
             sample = {
                 "__key__": f"{i:0{width}d}",
                 "png": png_bytes(image),
-                "cls": str(int(hard[i])).encode("ascii"),
+                "cls": str(label).encode("ascii"),
+                "json": json.dumps({"label": label, "class": bank.classes[label]}, ensure_ascii=True).encode("ascii"),
             }
             if bank.label_space != "index":
                 sample["npy"] = npy_bytes(bank.labels[i].float().numpy())
@@ -163,7 +170,8 @@ def export_webdataset(
     index: Sequence[int] | torch.Tensor | None = None,
 ) -> list[str]:
     """Write webdataset tar shards (`pattern` like "out/shard-%06d.tar", at most `maxcount`
-    samples each): `KEY.png` + `KEY.cls` (+ `KEY.npy` soft labels). Returns the shard paths.
+    samples each): `KEY.png` + `KEY.cls` + `KEY.json` (label and class name) (+ `KEY.npy` soft
+    labels), and `classes.json` (the class names in order) beside them. Returns the shard paths.
 
     `index` restricts the export to those examples. Shards are written to a temporary folder
     beside the target and moved into place once complete.
@@ -191,9 +199,16 @@ def export_webdataset(
             final = target_dir / shard.name
             os.replace(shard, final)
             written.append(str(final))
+        names = class_names_json(bank.classes)
+        atomic_write(target_dir / CLASSES_FILE, lambda tmp: Path(tmp).write_text(names, encoding="ascii"))
         return written
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def class_names_json(classes: Sequence[str]) -> str:
+    """The class names in order as the JSON of an export's `classes.json`."""
+    return json.dumps(list(classes), indent=1, ensure_ascii=True)
 
 
 def class_folder_names(classes: Sequence[str]) -> list[str]:
@@ -232,9 +247,26 @@ def export_png(
                 (staging / path.parent).mkdir(exist_ok=True)
                 (staging / path).write_bytes(png_bytes(image))
                 relative.append(path)
-        names = json.dumps(list(bank.classes), indent=1, ensure_ascii=True)
-        (staging / "classes.json").write_text(names, encoding="ascii")
+        (staging / CLASSES_FILE).write_text(class_names_json(bank.classes), encoding="ascii")
     return [str(out / path) for path in relative]
+
+
+def save_viewer_parquet(bank: MemoryBank, path: str | os.PathLike,
+                        index: Sequence[int] | torch.Tensor | None = None) -> int:
+    """`to_hf_dataset(bank, index=index)` as one parquet file (the features, class names included, in its
+    schema, so `datasets.load_dataset` and the Hub's viewer read `image` and a named `label`); returns the
+    number of rows. Written atomically."""
+    import datasets
+
+    dataset = to_hf_dataset(bank, index=index)
+    quiet = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()  # one small file: no bar
+    try:
+        atomic_write(path, lambda tmp: dataset.to_parquet(str(tmp)))
+    finally:
+        if not quiet:
+            datasets.enable_progress_bars()
+    return len(dataset)
 
 
 def save_hf_dataset(bank: MemoryBank, out_dir: str | os.PathLike) -> Any:

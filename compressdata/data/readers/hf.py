@@ -30,9 +30,10 @@ def read(spec: str, split: str, *, root: str | os.PathLike | None = None, downlo
     elif download:
         ds = datasets.load_dataset(spec, split=split)
     else:
-        raise MissingFileError(f"{name}: not a local dataset directory; pass download=True to "
-                                f"load it from the Hugging Face Hub (HF_HUB_OFFLINE=1 then serves "
-                                f"only the local cache)")
+        later = " (HF_HUB_OFFLINE=1 then serves only the local cache)"
+        raise MissingFileError(f"{name}: not a local dataset directory",
+                               hint=f"pass download=True to load it from the Hugging Face Hub{later}",
+                               cli_hint=f"add --download to load it from the Hugging Face Hub{later}")
     return source_from_hf_dataset(ds, name=name, split=split)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,9 +43,10 @@ def load_torchvision(class_name: str, split: str, root: str | os.PathLike | None
     try:
         ds = cls(str(root), download=download, **kwargs)
     except RuntimeError as exc:
-        hint = "" if download else "; pass download=True to fetch it"
-        raise MissingFileError(f"{name}: {class_name} not found under {root} ({exc}){hint}") \
-            from None
+        hints = {} if download else {"hint": "pass download=True to fetch it", "cli_hint": "add --download to fetch it"}
+        said = re.sub(r"\s*[^.]*download=True[^.]*\.?", "", str(exc)).strip()  # torchvision's own advice: the hint's
+        raise MissingFileError(f"{name}: {class_name} not found under {root}" + (f" ({said})" if said else ""),
+                               **hints) from None
     pixels, labels = torchvision_arrays(ds, name)
     classes = classes if classes is not None else getattr(ds, "classes", None)
     return real_data(pixels, labels, classes, name, split, statistics)

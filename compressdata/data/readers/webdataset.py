@@ -38,7 +38,8 @@ def load_webdataset(pattern: str, split: str = "train", download: bool = False,
     name = name or f"wds:{pattern}"
     remote = "://" in pattern or pattern.startswith("pipe:")
     if remote and not download:
-        raise MissingFileError(f"{name}: remote shards are only read with download=True")
+        raise MissingFileError(f"{name}: remote shards are only read when downloading is allowed",
+                               hint="pass download=True", cli_hint="add --download")
     urls = [pattern] if remote else expand_shards(pattern)
     missing = [u for u in urls if not remote and not os.path.isfile(u)]
     if not urls or missing:
