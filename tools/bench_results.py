@@ -29,9 +29,15 @@ ROWS: dict[str, list[str]] = {
     "random-real": ["--method", "random-real"],
     "pixels": ["--method", "pixels", "--width", "16", "--unroll-steps", "20", "--iterations", "200",
                "--inner-batch", "10", "--real-batch", "32", "--inner-lr", "0.03", "--outer-lr", "30"],
-    "rtp": ["--method", "rtp", "--n-bases", "24", "--width", "16", "--unroll-steps", "20", "--iterations", "200",
-            "--inner-batch", "10", "--real-batch", "32", "--init", "real", "--inner-lr", "0.03",
-            "--outer-optimizer", "adam", "--outer-lr", "0.01"],
+    # the README's first command
+    "rtp-readme": ["--method", "rtp", "--n-bases", "24", "--width", "16", "--unroll-steps", "20",
+                   "--iterations", "200", "--inner-batch", "10", "--real-batch", "32", "--init", "real",
+                   "--inner-lr", "0.03", "--outer-optimizer", "adam", "--outer-lr", "0.01"],
+    # the best CPU setting of docs/benchmarks.md ("Best settings"): T = 30, two networks per iteration
+    "rtp": ["--method", "rtp", "--n-bases", "24", "--downsample", "2", "--width", "16", "--unroll-steps", "30",
+            "--iterations", "200", "--inner-batch", "10", "--real-batch", "32", "--init", "real",
+            "--inner-lr", "0.03", "--outer-optimizer", "adam", "--outer-lr", "0.02", "--outer-betas", "0.9",
+            "0.999", "--networks-per-iteration", "2"],
     "dm": ["--objective", "dm", "--param", "pixels", "--width", "16", "--iterations", "1000",
            "--real-batch", "64", "--init", "real"],
     "lowrank": ["--objective", "dm", "--param", "lowrank", "--width", "16", "--iterations", "1000",
