@@ -48,7 +48,7 @@ DESCRIPTION = (
     f"flag. Short flags with another name: {', '.join(f'{k} (--{v})' for k, v in RENAMED.items())}. "
     "--print_config writes every option as YAML; --config FILE reads it back. The defaults depend on the "
     "device (--profile): on a GPU the official settings (ConvNet-128, T=50, 2000 iterations), on a CPU the "
-    "CPU protocol (ConvNet-16, T=20, 200 iterations, about 15 minutes for IPC 1 on 2 cores; docs/benchmarks.md); "
+    "CPU protocol (ConvNet-16, T=20, 200 iterations, about 6 minutes for IPC 1 on 2 cores; docs/benchmarks.md); "
     "options given explicitly win over the profile.")
 # The command's own options (not part of the run's configuration): name -> (type, default, help).
 COMMAND_OPTIONS: dict[str, tuple[type, Any, str]] = {

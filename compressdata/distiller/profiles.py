@@ -2,7 +2,7 @@
 
 `gpu` is the official protocol, the option groups' own defaults (ConvNet-128, T = 50, 2000 outer
 iterations: hours on a CPU). `cpu` is the CPU protocol of docs/benchmarks.md that the README's first
-command spells out (rtp at IPC 1 in about 15 minutes on 2 cores): ConvNet-16, T = 20, 10 synthetic and
+command spells out (rtp at IPC 1 in about 6 minutes on 2 idle cores): ConvNet-16, T = 20, 10 synthetic and
 32 real examples per class, 200 iterations, real initialisation; for the bptt objective inner lr 0.03;
 for addressable memories 24 bases at half resolution, and with bptt (rtp) Adam with outer lr 0.01.
 
