@@ -6,7 +6,7 @@ Every row runs the command line a user would run, as subprocesses, and reads the
 second command records into the bank:
 
     compressdata distill ROW_OPTIONS --budget-ipc IPC --seed S --out OUT
-    compressdata evaluate OUT --test fashion-mnist --protocol standard --networks N --record
+    compressdata evaluate OUT --test fashion-mnist --protocol standard --networks N --seed S --record
 
     python tools/bench_results.py --rows rtp pixels random-real --ipc 1 --seeds 0 1
     python tools/bench_results.py --rows rtp --ipc 10 --networks 5 --out-dir runs/results
@@ -77,7 +77,7 @@ def run_row(name: str, ipc: float, seed: int, networks: int, out_dir: Path, extr
     distill = ["compressdata", "distill", "--source", "fashion-mnist", "--budget-ipc", f"{ipc:g}", *ROWS[name],
                *extra, "--seed", str(seed), "--out", str(out), "--force", "--no-progress", "--no-checkpoints"]
     evaluate = ["compressdata", "evaluate", str(out), "--test", "fashion-mnist", "--protocol", "standard",
-                "--networks", str(networks), "--record", "--no-progress", *evaluate_extra]
+                "--networks", str(networks), "--seed", str(seed), "--record", "--no-progress", *evaluate_extra]
     distill_s = _run(distill, log)
     evaluate_s = _run(evaluate, log)
     evaluation = _last_evaluation(out)
