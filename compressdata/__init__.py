@@ -31,13 +31,14 @@ _EXPORTS = {
     "MemoryBank": "compressdata.bank",
     "Normalization": "compressdata.bank",
     "TrainingRecipe": "compressdata.bank",
-    "MemoryDataset": "compressdata.serving.memory_dataset",
+    "MemoryDataset": "compressdata.dataset.memory_dataset",
     "load_memory_bank": "compressdata.loading",
     "save_memory_bank": "compressdata.loading",
 }
 
 if TYPE_CHECKING:
     from compressdata.bank import EvaluationResult, MemoryBank, Normalization, TrainingRecipe
+    from compressdata.dataset.memory_dataset import MemoryDataset
     from compressdata.distiller.config import DistillConfig
     from compressdata.distiller.loop import distill
     from compressdata.errors import (
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
     from compressdata.interop.importer import import_bank
     from compressdata.loading import load_memory_bank, save_memory_bank
     from compressdata.serving.export import export_webdataset, to_hf_dataset
-    from compressdata.serving.memory_dataset import MemoryDataset
 
 
 def __getattr__(name: str) -> Any:

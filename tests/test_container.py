@@ -21,10 +21,10 @@ from compressdata.distiller.checkpoint import CHECKPOINT
 from compressdata.distiller.experts import EXPERT
 from compressdata.distiller.teacher import TEACHER
 from compressdata.errors import BankFormatError, CheckpointError, FileFormatError, MissingFileError
-from compressdata.evaluate.full_data import REFERENCE_FILE
+from compressdata.evaluate.full_data import FULL_DATA_FILE
 from compressdata.summary import describe_bank
 
-RUN_KINDS = {"checkpoint": CHECKPOINT, "expert": EXPERT, "teacher": TEACHER, "reference": REFERENCE_FILE}
+RUN_KINDS = {"checkpoint": CHECKPOINT, "expert": EXPERT, "teacher": TEACHER, "reference": FULL_DATA_FILE}
 
 
 def _meta(kind: FileKind) -> dict:
@@ -92,7 +92,7 @@ def test_every_run_file_kind_is_checked_on_read(name, tmp_path):
 
 def test_run_file_errors_are_checkpoint_errors():
     assert all(k.error is CheckpointError for k in (CHECKPOINT, EXPERT, TEACHER))
-    assert REFERENCE_FILE.error is FileFormatError and issubclass(BANK_FILE.error, FileFormatError)
+    assert FULL_DATA_FILE.error is FileFormatError and issubclass(BANK_FILE.error, FileFormatError)
 
 
 def _bank() -> MemoryBank:

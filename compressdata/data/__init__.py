@@ -1,5 +1,6 @@
 """Real data for the distiller: `load_source` (presets and one reader per source kind), `RealData`,
-class-balanced sampling, streaming sources and ZCA whitening. Serving banks is `compressdata.serving`."""
+class-balanced sampling, streaming sources and ZCA whitening. A bank as a dataset is
+`compressdata.dataset`, its exports `compressdata.serving`."""
 
 from compressdata.data.real import RealData
 from compressdata.data.sampler import BalancedSampler, ClassBalancedSampler

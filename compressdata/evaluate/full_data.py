@@ -36,7 +36,7 @@ FORMAT = "compressdata.full-data-reference"
 VERSION = 1
 DEFAULT_EPOCHS = 20
 DEFAULT_NETWORKS = 2
-REFERENCE_FILE = FileKind(what="full-data reference", key=FORMAT, format=FORMAT, version=VERSION)
+FULL_DATA_FILE = FileKind(what="full-data reference", key=FORMAT, format=FORMAT, version=VERSION)
 
 
 def cache_root() -> Path:
@@ -91,7 +91,7 @@ def load_full_data_reference(dataset: str, protocol: str, network: str) -> Evalu
         return None
     hint = "; delete it or recompute it with --force"
     try:
-        tensors, meta = read_file(path, REFERENCE_FILE)
+        tensors, meta = read_file(path, FULL_DATA_FILE)
     except FileFormatError as e:
         raise FileFormatError(f"not a compressdata full-data reference ({e.problem}){hint}", str(path)) from None
     expected = {"dataset": dataset, "protocol": protocol, "network": network}
@@ -159,5 +159,5 @@ def full_data_reference(
                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
     meta = {"format": FORMAT, "version": VERSION, "dataset": test.name, "protocol": protocol, "network": network,
             "result": result.to_dict()}
-    write_file(path, REFERENCE_FILE, {"accuracies": torch.tensor(accuracies, dtype=torch.float64)}, meta)
+    write_file(path, FULL_DATA_FILE, {"accuracies": torch.tensor(accuracies, dtype=torch.float64)}, meta)
     return result, path, True

@@ -18,6 +18,7 @@ import torch
 from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, HfApi
 
 from compressdata.bank.memory_bank import MemoryBank
+from compressdata.bank.order import interleaved_rows
 from compressdata.errors import UsageError
 from compressdata.hub.card import (
     CARD_NAME,
@@ -46,7 +47,6 @@ from compressdata.hub.load import (
 )
 from compressdata.preview import save_preview
 from compressdata.serving.export import save_viewer_parquet
-from compressdata.serving.memory_dataset import interleaved_rows
 
 VIEWER_LIMIT = 10_000  # examples in the viewer data; a larger bank shows a class-balanced preview
 

@@ -1,7 +1,6 @@
-"""Serving banks: `MemoryDataset` (a bank as a torchvision-style dataset) and exports of a decoded
-bank (a `datasets.Dataset`, webdataset shards, PNG folders)."""
+"""Serving banks to other loaders: exports of a decoded bank (a `datasets.Dataset`, the Hub viewer's
+parquet, webdataset shards, PNG folders). A bank as a PyTorch dataset is `compressdata.dataset`."""
 
 from compressdata.serving.export import export_png, export_webdataset, save_hf_dataset, to_hf_dataset
-from compressdata.serving.memory_dataset import MemoryDataset
 
-__all__ = ["MemoryDataset", "export_png", "export_webdataset", "save_hf_dataset", "to_hf_dataset"]
+__all__ = ["export_png", "export_webdataset", "save_hf_dataset", "to_hf_dataset"]

@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 
 from compressdata.bank.memory_bank import MemoryBank
+from compressdata.bank.order import interleaved_rows
+from compressdata.dataset.targets import SoftTargets
 from compressdata.errors import IndexOutOfRangeError, UsageError
-from compressdata.serving.targets import SoftTargets
 
 OUTPUTS = ("tensor", "pixels", "pil")
 ORDERS = ("interleaved", "stored")
@@ -152,16 +153,6 @@ class MemoryDataset(torch.utils.data.Dataset):
                 if bank.label_space == "logits" else "the stored probabilities")
         return (f"distributions float32 [{bank.num_classes}] ({what}, as the recipe's {bank.recipe.label_loss} "
                 "trains on them): CrossEntropyLoss takes them as they are; hard_targets=True for class indices")
-
-
-def interleaved_rows(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Row indices that take the classes in turn: the first row of every class (in class order), then
-    the second, ...; rows of a class keep their order, and classes that run out drop from the turn."""
-    rank = torch.zeros(len(labels), dtype=torch.int64)
-    for c in range(num_classes):
-        members = torch.nonzero(labels == c).flatten()
-        rank[members] = torch.arange(len(members))
-    return torch.argsort(rank * max(num_classes, 1) + labels.to(torch.int64), stable=True)
 
 
 def _rounded(values: Sequence[float]) -> list[float]:
