@@ -99,7 +99,12 @@ def distributed_session(device: str | None = None,
         yield current_world()
         # every rank reaches teardown before any destroys the group: a rank that tears down its gloo
         # pairs while a peer still holds them aborts ("terminate called without an active exception")
-        dist.barrier()
+        try:
+            dist.barrier()
+        except (RuntimeError, dist.DistBackendError) as e:
+            world = current_world()
+            raise CollectiveError(f"rank {world.rank} of {world.size}: a peer did not reach the end of the run "
+                                  f"(it failed, or hung past the collective timeout): {e}") from e
     finally:
         dist.destroy_process_group()
 
